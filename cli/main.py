@@ -20,7 +20,36 @@ def _version() -> str:
         return "unknown"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def _fail(message: str, status: int):
+    click.echo(f"error: {message}", err=True)
+    sys.exit(status)
+
+
+class EraflowGroup(click.Group):
+    """A group whose errors are one line on stderr: exit 2 for bad input, never a traceback."""
+
+    def main(self, args=None, prog_name=None, **extra):
+        extra.pop("standalone_mode", None)
+        try:
+            return super().main(args=args, prog_name=prog_name or "eraflow", standalone_mode=False, **extra)
+        except click.exceptions.Abort:
+            _fail("aborted", 130)
+        except click.UsageError as exc:
+            hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+            _fail(exc.format_message().replace("\n", " ") + hint, 2)
+        except click.ClickException as exc:
+            _fail(exc.format_message(), exc.exit_code)
+        except (EraflowError, OSError) as exc:
+            _fail(str(exc).replace("\n", " "), 2)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except Exception as exc:  # a bug: still one line; the traceback on request
+            if os.environ.get("ERAFLOW_DEBUG"):
+                raise
+            _fail(f"internal error: {type(exc).__name__}: {exc} (set ERAFLOW_DEBUG=1 for the traceback)", 1)
+
+
+@click.group(cls=EraflowGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(_version(), prog_name="eraflow")
 def cli():
     """eraflow: Numerai-style era data, streamed into memory-mapped int8 stores.
@@ -37,27 +66,6 @@ for command in (synth, ingest, info):
     cli.add_command(command)
 
 
-def fail(message: str, status: int) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(status)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point: eraflow errors and usage errors → one line and exit 2, never a traceback."""
-    try:
-        cli.main(args=argv, prog_name="eraflow", standalone_mode=False)
-    except click.exceptions.Abort:
-        fail("aborted", 130)
-    except click.UsageError as exc:
-        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
-        fail(exc.format_message().replace("\n", " ") + hint, 2)
-    except click.ClickException as exc:
-        fail(exc.format_message(), exc.exit_code)
-    except (EraflowError, OSError) as exc:
-        fail(str(exc).replace("\n", " "), 2)
-    except KeyboardInterrupt:
-        fail("interrupted", 130)
-    except Exception as exc:  # a bug: still one line, traceback on request
-        if os.environ.get("ERAFLOW_DEBUG"):
-            raise
-        fail(f"internal error: {type(exc).__name__}: {exc} (set ERAFLOW_DEBUG=1 for the traceback)", 1)
+def main() -> None:
+    """Console entry point."""
+    cli.main()

@@ -66,7 +66,6 @@ class IngestPlan:
     target_names: list[str]
     extra_columns: list[str]
     feature_sets: dict[str, list[str]]
-    float_features: bool  # features stored as floats (0..4 with NaN, or quarters)
     options: IngestOptions
 
     @property
@@ -149,20 +148,10 @@ def _check_columns(sources: list[Source], wanted: list[str], kind: str, every_so
                                  f"{', '.join(extra[:5])}; pass --features or --feature-set to choose")
 
 
-def _numeric_kind(src: Source, column: str, kind: str) -> str:
+def _check_numeric(src: Source, column: str, kind: str) -> None:
     t = src.type_of(column)
-    if pa.types.is_integer(t):
-        return "int"
-    if pa.types.is_floating(t):
-        return "float"
-    raise InputError(f"{src.name}: {kind} column {column} has type {t}; expected numbers")
-
-
-def _features_are_float(sources: list[Source], features: list[str]) -> bool:
-    kinds = {_numeric_kind(src, f, "feature") for src in sources for f in features}
-    if len(kinds) > 1:
-        raise InputError("feature columns mix integer and float types across the sources; convert them to one type")
-    return kinds == {"float"}
+    if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
+        raise InputError(f"{src.name}: {kind} column {column} has type {t}; expected numbers")
 
 
 def plan_ingest(paths: Sequence[str | Path], options: IngestOptions = IngestOptions()) -> IngestPlan:
@@ -186,20 +175,20 @@ def plan_ingest(paths: Sequence[str | Path], options: IngestOptions = IngestOpti
     targets = _match(sources[0].schema.names, options.targets)
     _check_columns(sources, targets, "target", every_source=False)
     for src in sources:
-        for t in targets:
-            _numeric_kind(src, t, "target")
-    taken = {ERA_COLUMN, *features, *targets}
-    extras = []
+        for name in features:
+            _check_numeric(src, name, "feature")
+        for name in targets:
+            _check_numeric(src, name, "target")
+    extras = []  # columns that are neither era, id, feature nor target, e.g. data_type
     for src in sources:
-        extras += [c for c in src.schema.names
-                   if c not in taken and c != src.id_column and c not in extras and not c.startswith("__index_level")]
+        extras += [c for c in src.schema.names if c not in extras and c not in (ERA_COLUMN, src.id_column, "id")
+                   and not c.startswith(("feature", "target", "__index_level"))]
     chosen = set(features)
     feature_sets = {name: [f for f in members if f in chosen] for name, members in doc["feature_sets"].items()
                     if isinstance(members, list)}
     feature_sets = {k: v for k, v in feature_sets.items() if v}
     feature_sets["all"] = features
-    return IngestPlan(sources, features, targets, [e for e in extras if e != "id"], feature_sets,
-                      _features_are_float(sources, features), options)
+    return IngestPlan(sources, features, targets, extras, feature_sets, options)
 
 
 # -- pass 1: era codes, offsets, duplicate ids ----------------------------------------------------
@@ -304,25 +293,39 @@ def _pwrite_rows(fd: int, block: np.ndarray, dest: np.ndarray) -> None:
             view, offset = view[written:], offset + written
 
 
-def _feature_codes(plan: IngestPlan, src: Source, frame: pl.DataFrame, scale: float, row0: int,
+@dataclass(frozen=True)
+class _FeatureColumns:
+    """How one source's feature columns become codes: float quarters are scaled ×4."""
+
+    exprs: list[pl.Expr]
+    scales: np.ndarray  # per feature: 4 for quarters, else 1
+
+
+def _feature_columns(plan: IngestPlan, src: Source) -> _FeatureColumns:
+    """Float feature columns hold quarters when their maximum is ≤ 1 (older Numerai files), else codes."""
+    floats = [f for f in plan.feature_names if pa.types.is_floating(src.type_of(f))]
+    quarters = False
+    if floats:
+        top = pl.scan_parquet(src.path).select(pl.max_horizontal(pl.col(floats).max())).collect().item()
+        quarters = top is not None and top <= 1.0
+    scaled = set(floats) if quarters else set()
+    exprs = [pl.col(f) * 4 if f in scaled else pl.col(f) for f in plan.feature_names]
+    return _FeatureColumns(exprs, np.array([4.0 if f in scaled else 1.0 for f in plan.feature_names]))
+
+
+def _feature_codes(plan: IngestPlan, src: Source, frame: pl.DataFrame, columns: _FeatureColumns, row0: int,
                    codes: np.ndarray, eras: list[str]) -> np.ndarray:
-    values = frame.select(plan.feature_names).to_numpy(order="c")
-    out, bad = to_codes(values, scale)
+    values = frame.select(columns.exprs).to_numpy(order="c")
+    out, bad = to_codes(values)
     if bad >= 0:
         i, j = divmod(bad, len(plan.feature_names))
+        scale = columns.scales[j]
         allowed = "0, 0.25, 0.5, 0.75, 1 or missing" if scale == 4 else "integers 0..4 or missing"
         era = eras[codes[i]] if codes[i] >= 0 else "?"
-        raise InputError(f"{src.name}: {plan.feature_names[j]} has value {values[i, j]!r} in row {row0 + i} "
+        value = (values[i, j] / scale).item() if scale != 1 else values[i, j].item()
+        raise InputError(f"{src.name}: {plan.feature_names[j]} has value {value!r} in row {row0 + i} "
                          f"(era {era}); features must be {allowed}")
     return out
-
-
-def _float_scale(plan: IngestPlan, src: Source) -> float:
-    """4 when float features hold quarters (max ≤ 1), else 1 (floats 0..4 with NaN)."""
-    if not plan.float_features:
-        return 1.0
-    top = pl.scan_parquet(src.path).select(pl.max_horizontal(pl.col(plan.feature_names).max())).collect().item()
-    return 4.0 if top is not None and top <= 1.0 else 1.0
 
 
 class _IdWriter:
@@ -373,7 +376,7 @@ def _scatter(plan: IngestPlan, reader, layout: EraLayout, tmp: Path, progress: P
         os.ftruncate(fds[FEATURES], n_rows * nf)
         os.ftruncate(fds[TARGETS], n_rows * nt * 4)
         for src, codes in zip(plan.sources, layout.codes):
-            scale = _float_scale(plan, src)
+            feature_columns = _feature_columns(plan, src)
             extras = [c for c in plan.extra_columns if c in src.schema.names]
             columns = [src.id_column, *extras, *plan.feature_names, *plan.target_names]
             row0 = 0
@@ -381,9 +384,9 @@ def _scatter(plan: IngestPlan, reader, layout: EraLayout, tmp: Path, progress: P
                 slice_codes = codes[row0:row0 + len(frame)]
                 take, dest = destination(slice_codes, cursor)
                 if take.size:
-                    feats = _feature_codes(plan, src, frame, scale, row0, slice_codes, layout.eras)
-                    identity = take.size == len(frame) and take[-1] == take.size - 1
-                    _pwrite_rows(fds[FEATURES], feats if identity else feats[take], dest)
+                    feats = _feature_codes(plan, src, frame, feature_columns, row0, slice_codes, layout.eras)
+                    in_order = take.size == len(frame) and bool(np.all(take == np.arange(take.size)))
+                    _pwrite_rows(fds[FEATURES], feats if in_order else feats[take], dest)
                     targets = frame.select(pl.col(plan.target_names).cast(pl.Float32)).to_numpy(order="c")
                     if nt:
                         targets = targets[take]

@@ -4,7 +4,7 @@ Per era, features come from a few latent group factors so features of one group 
 ``x_f = a_f·z_g(f) + √(1−a_f²)·ε``, binned into five equal-share bins 0..4 (int8). A weak signal
 ``s = standardize(Σ_k w_k·(x_k − 2))`` over a handful of features drives the target:
 ``t = ρ_e·s + √(1−ρ_e²)·η``, binned per era into {0, .25, .5, .75, 1} with Numerai's shares
-(5/20/50/20/5 %). ``ρ_e`` follows regimes, mostly positive, some negative, so per-era correlation
+(5/20/50/20/5 %). ``ρ_e`` follows regimes, long positive ones and short reversals, so per-era correlation
 of the planted signal sits around 0.02–0.05 with some negative eras. Files are written one row
 group at a time: memory stays bounded whatever the size, and the same seed gives identical files.
 """
@@ -54,6 +54,10 @@ class SynthSpec:
     def n_validation_eras(self) -> int:
         return self.validation_eras or max(1, self.eras // 4)
 
+    def n_unlabeled_eras(self) -> int:
+        """Newest validation eras without targets; at least one validation era keeps them."""
+        return min(self.unlabeled_eras, self.n_validation_eras() - 1)
+
 
 def validate_spec(spec: SynthSpec) -> None:
     """Raise InputError for sizes the generator cannot honour."""
@@ -63,7 +67,7 @@ def validate_spec(spec: SynthSpec) -> None:
         (spec.features >= 5, "--features must be at least 5"),
         (1 <= spec.targets <= len(TARGET_NAMES), f"--targets must be 1..{len(TARGET_NAMES)}"),
         (spec.n_validation_eras() < spec.eras, "--validation-eras must leave at least one train era"),
-        (0 <= spec.unlabeled_eras <= spec.n_validation_eras(), "unlabeled eras exceed validation eras"),
+        (spec.unlabeled_eras >= 0, "unlabeled eras must not be negative"),
         (spec.signal_features <= spec.features, "more signal features than features"),
     ]
     for ok, msg in checks:
@@ -107,14 +111,15 @@ class _Model:
 
 
 def regimes(rng: np.random.Generator, n_eras: int, strength: float) -> np.ndarray:
-    """Per-era signal strength ρ_e: blocks of 10–40 eras, 75 % positive, the rest reversed at half."""
+    """Per-era signal strength ρ_e: positive regimes of 15–40 eras alternating with reversed ones
+    of 3–10 eras at half strength, each era jittered ×0.6–1.4."""
     rho = np.empty(n_eras)
-    k = 0
+    k, positive = 0, True
     while k < n_eras:
-        length = int(rng.integers(10, 41))
-        positive = rng.random() < 0.75
+        length = int(rng.integers(15, 41) if positive else rng.integers(3, 11))
         rho[k:k + length] = strength if positive else -0.5 * strength
         k += length
+        positive = not positive
     return rho * rng.uniform(0.6, 1.4, n_eras)
 
 
@@ -251,7 +256,7 @@ def write_synthetic(out_dir: str | Path, spec: SynthSpec,
             feats, s, targets = era_block(model, spec, era, rng)
             n = len(s)
             label = era_label(era)
-            if kind == "live" or era >= spec.eras - spec.unlabeled_eras:
+            if kind == "live" or era >= spec.eras - spec.n_unlabeled_eras():
                 targets[:] = np.nan
             elif kind == "train" and era >= n_train - 3:
                 targets[:, 2::2] = np.nan  # 60-day targets overlap validation: NaN tail

@@ -1,0 +1,5 @@
+"""``python -m eraflow.cli`` runs the ``eraflow`` command."""
+
+from . import main
+
+main()

@@ -1,0 +1,46 @@
+"""Shared fixtures: small synthetic Numerai data and a store built from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from eraflow.engine import IngestOptions, SynthSpec, ingest, write_synthetic
+
+SMALL = SynthSpec(eras=24, rows_per_era=60, features=40, targets=4, seed=7)
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth")
+    write_synthetic(out, SMALL)
+    return out
+
+
+@pytest.fixture(scope="session")
+def store_path(synth_dir, tmp_path_factory) -> Path:
+    store = tmp_path_factory.mktemp("stores") / "store"
+    ingest([synth_dir / "train.parquet", synth_dir / "validation.parquet"], store,
+           IngestOptions(features_json=synth_dir / "features.json", feature_set="all"))
+    return store
+
+
+def write_parquet(path: Path, columns: dict, row_group_size: int | None = None) -> Path:
+    pq.write_table(pa.table(columns), path, row_group_size=row_group_size)
+    return path
+
+
+def tiny_frame(n_eras: int = 3, rows: int = 4, n_features: int = 3, seed: int = 0) -> dict:
+    """A small era-sorted table as columns: id, era, feature_0.., target."""
+    rng = np.random.default_rng(seed)
+    n = n_eras * rows
+    cols = {"id": [f"id{i:05d}" for i in range(n)],
+            "era": [f"{1 + i // rows:04d}" for i in range(n)]}
+    for j in range(n_features):
+        cols[f"feature_{j}"] = pa.array(rng.integers(0, 5, n).astype(np.int8))
+    cols["target"] = pa.array(rng.choice([0, .25, .5, .75, 1], n).astype(np.float32))
+    return cols
