@@ -40,7 +40,7 @@ from .sources import ERA_COLUMN, Source, inspect_source
 from .store import FEATURES, FORMAT, FORMAT_VERSION, IDS, META, OFFSETS, TARGETS, open_store
 
 SLICE_BYTES = 32 << 20  # int8 feature bytes per pass-2 slice: bounds decode buffers
-KEY_ROWS = 1 << 20  # rows per pass-1 slice (era and id columns only)
+KEY_ROWS = 1 << 17  # rows per pass-1 slice (era and id columns only): bounds its string buffers
 Progress = Callable[[str, int, int], None]  # (stage, rows done since last call, total rows)
 
 
@@ -212,7 +212,9 @@ def layout_eras(plan: IngestPlan, reader, progress: Progress | None) -> EraLayou
         labels = eras_in_range(labels, plan.options.eras)
     lookup = pl.DataFrame({"era": labels, "code": np.arange(len(labels), dtype=np.int32)})
     dtype = _code_dtype(len(labels))
-    codes, hashes = [], []
+    codes = []
+    hashes = np.empty(plan.n_rows, dtype=np.uint64)
+    hashed = 0
     for src in plan.sources:
         src_codes = np.empty(src.n_rows, dtype=dtype)
         done = 0
@@ -223,12 +225,13 @@ def layout_eras(plan: IngestPlan, reader, progress: Progress | None) -> EraLayou
                 raise InputError(f"{src.name}: the id column has missing values")
             code = keys.join(lookup, on="era", how="left", maintain_order="left")["code"].fill_null(-1)
             src_codes[done:done + len(keys)] = code.to_numpy()
-            hashes.append(keys["id"].hash(seed=0).to_numpy())
+            hashes[hashed:hashed + len(keys)] = keys["id"].hash(seed=0).to_numpy()
+            hashed += len(keys)
             done += len(keys)
             if progress:
                 progress("scanning eras", len(keys), plan.n_rows)
         codes.append(src_codes)
-    _check_unique_ids(plan, reader, np.concatenate(hashes))
+    _check_unique_ids(plan, reader, hashes)
     kept = np.concatenate([c[c >= 0] for c in codes])
     counts = np.bincount(kept.astype(np.int64), minlength=len(labels))
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -460,7 +463,7 @@ def build_store(plan: IngestPlan, store: str | Path, force: bool = False,
                         time.perf_counter() - started)
 
 
-def ingest(paths: Sequence[str | Path], store: str | Path, options: IngestOptions = IngestOptions(),
+def ingest_files(paths: Sequence[str | Path], store: str | Path, options: IngestOptions = IngestOptions(),
            force: bool = False, progress: Progress | None = None) -> IngestResult:
     """Plan and build in one call."""
     return build_store(plan_ingest(paths, options), store, force, progress)

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from eraflow.engine import IngestOptions, SynthSpec, ingest, write_synthetic
+from eraflow.engine import IngestOptions, SynthSpec, ingest_files, write_synthetic
 
 SMALL = SynthSpec(eras=24, rows_per_era=60, features=40, targets=4, seed=7)
 
@@ -24,7 +24,7 @@ def synth_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def store_path(synth_dir, tmp_path_factory) -> Path:
     store = tmp_path_factory.mktemp("stores") / "store"
-    ingest([synth_dir / "train.parquet", synth_dir / "validation.parquet"], store,
+    ingest_files([synth_dir / "train.parquet", synth_dir / "validation.parquet"], store,
            IngestOptions(features_json=synth_dir / "features.json", feature_set="all"))
     return store
 

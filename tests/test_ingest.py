@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from eraflow.engine import IngestOptions, InputError, LockedError, ingest, open_store, plan_ingest
+from eraflow.engine import IngestOptions, InputError, LockedError, ingest_files, open_store, plan_ingest
 from eraflow.engine.eras import era_key
 from eraflow.engine.ingest import contiguous_runs, destination
 from eraflow.engine.lock import exclusive_lock
@@ -56,7 +56,7 @@ def test_unsorted_source_is_sorted_by_era_keeping_file_order(tmp_path, engine):
     order = np.random.default_rng(1).permutation(35)
     shuffled = {k: [v[i] for i in order] if isinstance(v, list) else v.take(pa.array(order)) for k, v in cols.items()}
     src = write_parquet(tmp_path / "shuffled.parquet", shuffled, row_group_size=8)
-    store = open_store(ingest([src], tmp_path / "s", IngestOptions(batch_rows=6, engine=engine)).store)
+    store = open_store(ingest_files([src], tmp_path / "s", IngestOptions(batch_rows=6, engine=engine)).store)
     assert_store_matches(store, pq.read_table(src))
     eras = np.array(shuffled["era"])
     ids = np.array(shuffled["id"])
@@ -66,8 +66,8 @@ def test_unsorted_source_is_sorted_by_era_keeping_file_order(tmp_path, engine):
 
 def test_engines_build_identical_stores(synth_dir, tmp_path):
     sources = [synth_dir / "train.parquet", synth_dir / "validation.parquet"]
-    a = open_store(ingest(sources, tmp_path / "a", IngestOptions(batch_rows=500)).store)
-    b = open_store(ingest(sources, tmp_path / "b", IngestOptions(engine="duckdb", batch_rows=700)).store)
+    a = open_store(ingest_files(sources, tmp_path / "a", IngestOptions(batch_rows=500)).store)
+    b = open_store(ingest_files(sources, tmp_path / "b", IngestOptions(engine="duckdb", batch_rows=700)).store)
     np.testing.assert_array_equal(a.features, b.features)
     np.testing.assert_array_equal(a.targets, b.targets)
     np.testing.assert_array_equal(a.offsets, b.offsets)
@@ -77,7 +77,7 @@ def test_engines_build_identical_stores(synth_dir, tmp_path):
 def test_integer_eras_sort_naturally(tmp_path):
     cols = tiny_frame(n_eras=3, rows=2)
     cols["era"] = pa.array([10, 10, 2, 2, 1, 1], pa.int64())
-    store = open_store(ingest([write_parquet(tmp_path / "x.parquet", cols)], tmp_path / "s").store)
+    store = open_store(ingest_files([write_parquet(tmp_path / "x.parquet", cols)], tmp_path / "s").store)
     assert store.eras == ["1", "2", "10"]
     assert list(store.ids) == ["id00004", "id00005", "id00002", "id00003", "id00000", "id00001"]
 
@@ -88,7 +88,7 @@ def test_id_as_pandas_index(tmp_path):
     src = tmp_path / "indexed.parquet"
     frame.set_index("id").to_parquet(src)
     assert "id" in pq.read_schema(src).names and b"pandas" in pq.read_schema(src).metadata
-    store = open_store(ingest([src], tmp_path / "s").store)
+    store = open_store(ingest_files([src], tmp_path / "s").store)
     assert list(store.ids) == cols["id"]
 
 
@@ -101,7 +101,7 @@ def test_float_quarters_int_widths_and_nan_become_codes(tmp_path):
     as_float_codes = {**cols, "feature_0": pa.array([0, 1, 2, 3, 4, np.nan]),
                       "feature_1": pa.array([np.nan, 4, 3, 2, 1, 0])}
     for name, table in {"floats": as_floats, "ints": as_ints, "float_codes": as_float_codes}.items():
-        store = open_store(ingest([write_parquet(tmp_path / f"{name}.parquet", table)], tmp_path / name).store)
+        store = open_store(ingest_files([write_parquet(tmp_path / f"{name}.parquet", table)], tmp_path / name).store)
         np.testing.assert_array_equal(store.features[:, 0], [0, 1, 2, 3, 4, -1], err_msg=name)
         np.testing.assert_array_equal(store.features[:, 1], [-1, 4, 3, 2, 1, 0], err_msg=name)
 
@@ -115,7 +115,7 @@ def test_several_files_extra_columns_and_nan_targets(tmp_path):
     b["target"] = pa.array([0.5, np.nan, 1, np.nan, np.nan, 0], pa.float32())
     src_b = write_parquet(tmp_path / "b.parquet", b)
     src_a = write_parquet(tmp_path / "a.parquet", a)
-    store = open_store(ingest([src_b, src_a], tmp_path / "s").store)  # given newest first
+    store = open_store(ingest_files([src_b, src_a], tmp_path / "s").store)  # given newest first
     assert store.eras == ["0001", "0002", "0003", "0004"]
     assert_store_matches(store, pyarrow_rows([src_a, src_b]))
     assert list(store.extra("data_type")) == [None] * 6 + ["validation"] * 6
@@ -126,7 +126,7 @@ def test_era_range_and_feature_set(synth_dir, tmp_path):
     doc = json.loads((synth_dir / "features.json").read_text())
     opts = IngestOptions(features_json=synth_dir / "features.json", feature_set="small",
                          targets=("target", "target_*_60"), eras="0003:0010")
-    store = open_store(ingest([synth_dir / "train.parquet"], tmp_path / "s", opts).store)
+    store = open_store(ingest_files([synth_dir / "train.parquet"], tmp_path / "s", opts).store)
     assert store.eras == [f"{k:04d}" for k in range(3, 11)]
     assert store.feature_names == doc["feature_sets"]["small"]
     assert store.target_names == ["target", "target_ender_60", "target_cyrus_60"]
@@ -139,12 +139,12 @@ def test_era_range_and_feature_set(synth_dir, tmp_path):
 def test_rerun_is_a_no_op_until_a_source_changes(tmp_path):
     src = write_parquet(tmp_path / "x.parquet", tiny_frame(seed=1))
     store = tmp_path / "s"
-    assert ingest([src], store).status == "built"
-    assert ingest([src], store).status == "unchanged"
-    assert ingest([src], store, force=True).status == "built"
-    assert ingest([src], store, IngestOptions(targets=())).status == "built", "options are part of the key"
+    assert ingest_files([src], store).status == "built"
+    assert ingest_files([src], store).status == "unchanged"
+    assert ingest_files([src], store, force=True).status == "built"
+    assert ingest_files([src], store, IngestOptions(targets=())).status == "built", "options are part of the key"
     write_parquet(src, tiny_frame(seed=2))
-    assert ingest([src], store, IngestOptions(targets=())).status == "built"
+    assert ingest_files([src], store, IngestOptions(targets=())).status == "built"
     assert open_store(store).features[0].tolist() == pq.read_table(src).slice(0, 1).select(
         ["feature_0", "feature_1", "feature_2"]).to_pandas().iloc[0].tolist()
 
@@ -153,20 +153,20 @@ def test_a_second_writer_is_refused(tmp_path):
     src = write_parquet(tmp_path / "x.parquet", tiny_frame())
     with exclusive_lock(tmp_path / "s"):
         with pytest.raises(LockedError, match="another process"):
-            ingest([src], tmp_path / "s")
-    assert ingest([src], tmp_path / "s").status == "built"
+            ingest_files([src], tmp_path / "s")
+    assert ingest_files([src], tmp_path / "s").status == "built"
 
 
 def test_failed_rebuild_keeps_previous_store(tmp_path):
     good = tiny_frame()
     src = write_parquet(tmp_path / "x.parquet", good)
     store = tmp_path / "s"
-    ingest([src], store)
+    ingest_files([src], store)
     before = open_store(store).features.copy()
     bad = {**good, "feature_1": pa.array(np.full(12, 7, np.int8))}
     write_parquet(src, bad)
     with pytest.raises(InputError, match="feature_1 has value 7"):
-        ingest([src], store)
+        ingest_files([src], store)
     np.testing.assert_array_equal(open_store(store).features, before)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s", "s.lock", "x.parquet"]
 
