@@ -45,7 +45,7 @@ def footer_digest(path: Path) -> str:
         return hashlib.sha256(fh.read(length)).hexdigest()[:32]
 
 
-def _open_parquet(path: Path) -> pq.ParquetFile:
+def open_parquet(path: Path) -> pq.ParquetFile:
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if path.is_dir():
@@ -80,7 +80,7 @@ def _id_column(path: Path, schema: pa.Schema) -> str:
 def inspect_source(path: str | Path) -> Source:
     """Read the footer of ``path``; InputError for a missing, non-parquet, damaged or empty file."""
     path = Path(path)
-    pf = _open_parquet(path)
+    pf = open_parquet(path)
     schema = pf.schema_arrow
     if ERA_COLUMN not in schema.names:
         raise InputError(f"{path} has no era column (`{ERA_COLUMN}`)")

@@ -185,3 +185,14 @@ def test_plan_resolves_columns(synth_dir):
     desc = plan.describe()
     assert desc["features"] == 40 and desc["targets"] == ["target"] and desc["extra_columns"] == []
     assert plan.batch_rows == (32 << 20) // 40
+
+
+def test_progress_reports_every_row_of_each_stage(synth_dir, tmp_path):
+    calls = []
+    sources = [synth_dir / "train.parquet", synth_dir / "validation.parquet"]
+    ingest_files(sources, tmp_path / "s", IngestOptions(batch_rows=333), progress=lambda *c: calls.append(c))
+    total = sum(pq.ParquetFile(p).metadata.num_rows for p in sources)
+    for stage in ("scanning eras", "writing rows"):
+        advances = [a for s, a, t in calls if s == stage]
+        assert sum(advances) == total and {t for s, a, t in calls if s == stage} == {total}, stage
+    assert max(a for s, a, t in calls if s == "writing rows") <= 333

@@ -1,0 +1,106 @@
+"""Prediction files (Numerai format: ``id`` plus prediction columns) aligned to a store's rows.
+
+Alignment joins the file's ids with the store's ``ids.parquet`` (row numbers in store order), so
+any row order is accepted. The result lists the store rows it covers, in store order, grouped by
+era: ``values[offsets[k]:offsets[k+1]]`` are the predictions of era ``eras[k]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .atomic import atomic_writer_path
+from .errors import InputError
+from .sources import open_parquet
+from .store import IDS, EraStore
+
+MIN_COVERAGE = 0.99  # share of the rows of each touched era a file must predict
+NOT_PREDICTIONS = ("id", "era", "data_type")
+
+
+@dataclass(frozen=True)
+class AlignedPredictions:
+    """Predictions in store order. ``rows`` are store row numbers; ``era_index`` the store eras."""
+
+    columns: list[str]
+    values: np.ndarray  # float64 (n × m)
+    rows: np.ndarray  # int64 (n,), increasing
+    era_index: np.ndarray  # int64 (n_eras,), store era numbers covered
+    offsets: np.ndarray  # int64 (n_eras + 1,)
+    ids: np.ndarray  # (n,) id strings
+
+    def era_labels(self, store: EraStore) -> list[str]:
+        return [store.eras[k] for k in self.era_index]
+
+
+def _read_ids_and_values(path: Path, columns: list[str] | None) -> tuple[pl.DataFrame, list[str]]:
+    schema = open_parquet(path).schema_arrow
+    if "id" not in schema.names:
+        raise InputError(f"{path} has no `id` column")
+    numeric = [n for n in schema.names if n not in NOT_PREDICTIONS
+               and (pa.types.is_floating(schema.field(n).type) or pa.types.is_integer(schema.field(n).type))]
+    chosen = columns or [n for n in numeric if not n.startswith(("target", "feature"))]
+    if not chosen:
+        raise InputError(f"{path} has no prediction columns (numeric columns besides id/era)")
+    unknown = [c for c in chosen if c not in numeric]
+    if unknown:
+        raise InputError(f"{path} has no numeric column(s) {unknown}; it has {numeric}")
+    frame = pl.read_parquet(path, columns=["id", *chosen]).with_columns(pl.col("id").cast(pl.String))
+    return frame, chosen
+
+
+def align_predictions(store: EraStore, path: str | Path, columns: list[str] | None = None,
+                      min_coverage: float = MIN_COVERAGE) -> AlignedPredictions:
+    """Read ``path`` and place its rows in store order.
+
+    Errors: ids not in the store, duplicate ids, NaN-only columns, or fewer than ``min_coverage``
+    of the rows of the eras the file touches.
+    """
+    path = Path(path)
+    frame, chosen = _read_ids_and_values(path, columns)
+    if frame["id"].null_count():
+        raise InputError(f"{path}: the id column has missing values")
+    if frame["id"].is_duplicated().any():
+        dup = frame.filter(pl.col("id").is_duplicated())["id"][0]
+        raise InputError(f"{path}: duplicate id {dup!r}; each row must be predicted once")
+    store_ids = pl.read_parquet(store.path / IDS, columns=["id"]).with_row_index("row")
+    joined = frame.join(store_ids, on="id", how="left")
+    unknown = joined.filter(pl.col("row").is_null())
+    if len(unknown):
+        raise InputError(f"{len(unknown):,} ids of {path.name} are not in the store (e.g. {unknown['id'][0]!r}); "
+                         "was it made for other data?")
+    joined = joined.sort("row")
+    rows = joined["row"].to_numpy().astype(np.int64)
+    era_of_row = np.searchsorted(store.offsets, rows, side="right") - 1
+    era_index, counts = np.unique(era_of_row, return_counts=True)
+    sizes = np.diff(store.offsets)[era_index]
+    coverage = counts.sum() / sizes.sum()
+    if coverage < min_coverage:
+        raise InputError(f"{path.name} predicts {coverage:.1%} of the rows of the {len(era_index)} eras it touches "
+                         f"(at least {min_coverage:.0%} needed); predict every row of an era")
+    values = joined.select(chosen).cast(pl.Float64).to_numpy()
+    for j, name in enumerate(chosen):
+        if np.isnan(values[:, j]).all():
+            raise InputError(f"{path.name}: prediction column {name} has no values")
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return AlignedPredictions(chosen, values, rows, era_index.astype(np.int64), offsets, joined["id"].to_numpy())
+
+
+def write_predictions(path: str | Path, ids: np.ndarray, eras: np.ndarray, columns: dict[str, np.ndarray]) -> None:
+    """Write ``id``, ``era`` and prediction columns to ``path`` atomically."""
+    path = Path(path)
+    table = pa.table({"id": pa.array(ids, pa.string()), "era": pa.array(eras, pa.string()),
+                      **{k: pa.array(np.asarray(v, dtype=np.float32)) for k, v in columns.items()}})
+    tmp = atomic_writer_path(path)
+    try:
+        pq.write_table(table, tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
