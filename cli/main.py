@@ -11,6 +11,8 @@ import click
 from eraflow.engine.errors import EraflowError
 
 from .data import info, ingest, synth
+from .models import predict, train
+from .scores import neutralize, score
 
 
 def _version() -> str:
@@ -62,7 +64,7 @@ def cli():
     """
 
 
-for command in (synth, ingest, info):
+for command in (synth, ingest, info, score, neutralize, train, predict):
     cli.add_command(command)
 
 

@@ -87,3 +87,16 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
             p.unlink(missing_ok=True)
         removed.append(p)
     return removed
+
+
+def atomic_write_parquet(path: Path, table) -> None:
+    """Write a pyarrow table to ``path`` under a temporary name, then rename."""
+    import pyarrow.parquet as pq
+
+    tmp = atomic_writer_path(path)
+    try:
+        pq.write_table(table, tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -15,7 +15,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .atomic import atomic_writer_path
+from .atomic import atomic_write_parquet
 from .errors import InputError
 from .sources import open_parquet
 from .store import IDS, EraStore
@@ -94,13 +94,6 @@ def align_predictions(store: EraStore, path: str | Path, columns: list[str] | No
 
 def write_predictions(path: str | Path, ids: np.ndarray, eras: np.ndarray, columns: dict[str, np.ndarray]) -> None:
     """Write ``id``, ``era`` and prediction columns to ``path`` atomically."""
-    path = Path(path)
     table = pa.table({"id": pa.array(ids, pa.string()), "era": pa.array(eras, pa.string()),
                       **{k: pa.array(np.asarray(v, dtype=np.float32)) for k, v in columns.items()}})
-    tmp = atomic_writer_path(path)
-    try:
-        pq.write_table(table, tmp)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write_parquet(Path(path), table)

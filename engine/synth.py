@@ -228,6 +228,8 @@ def write_synthetic(out_dir: str | Path, spec: SynthSpec,
                     progress: Callable[[int], None] | None = None) -> dict:
     """Write train/validation/live/meta_model parquet files, features.json and synth.json.
 
+    Also ``oracle.parquet``: the planted score of every train and validation row (id, era,
+    oracle), a prediction file that scores what a perfect model would.
     Returns the synth.json record: the spec, file names, and per-era Pearson correlation of the
     planted score with ``target`` (the oracle a model can at best approach).
     ``progress(rows)`` is called after each era is generated.
@@ -247,6 +249,8 @@ def write_synthetic(out_dir: str | Path, spec: SynthSpec,
         "live": _FileWriter(out / "live.parquet", data_schema(spec, True)),
         "meta_model": _FileWriter(out / "meta_model.parquet", pa.schema(
             [("id", pa.string()), ("era", pa.string()), ("numerai_meta_model", pa.float32())])),
+        "oracle": _FileWriter(out / "oracle.parquet", pa.schema(
+            [("id", pa.string()), ("era", pa.string()), ("oracle", pa.float32())])),
     }
     oracle: dict[str, float] = {}
     next_id = 0
@@ -270,6 +274,8 @@ def write_synthetic(out_dir: str | Path, spec: SynthSpec,
             cols.update({name: feats[:, j] for j, name in enumerate(feature_names(spec))})
             cols.update({name: targets[:, j] for j, name in enumerate(target_names(spec))})
             writers[kind].add(cols)
+            if kind != "live":
+                writers["oracle"].add({"id": ids, "era": cols["era"], "oracle": s.astype(np.float32)})
             if kind == "validation":
                 meta = 0.5 * s + meta_rng.standard_normal(n)
                 ranks = (np.argsort(np.argsort(meta)) + 0.5) / n

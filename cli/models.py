@@ -1,0 +1,91 @@
+"""Model commands: ``train`` and ``predict``."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from eraflow.engine import open_store
+from eraflow.engine.params import DEVICES, load_params
+from eraflow.engine.predict import load_model, predict_table
+from eraflow.engine.predictions import write_predictions
+from eraflow.engine.train import TrainConfig, train_models
+
+from .data import _csv, _print_json, json_option, quiet_option
+from .progress import row_progress
+
+
+@click.command()
+@click.argument("store_path", metavar="STORE", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Model directory to write.")
+@click.option("--target", "targets", multiple=True, help="Target name or glob, repeatable [default: target].")
+@click.option("--feature-set", help="A feature set of the store [default: every feature].")
+@click.option("--features", help="Comma-separated features.")
+@click.option("--params", "params_spec", default="starter", show_default=True,
+              help="Preset (starter, deep) or a params.toml of LightGBM parameters.")
+@click.option("--cv", type=int, default=0, show_default=True, help="Era CV folds (0: none).")
+@click.option("--embargo", type=int, help="Eras dropped between training and test eras [default: from the target].")
+@click.option("--cv-mode", type=click.Choice(["expanding", "blocked"]), default="expanding", show_default=True)
+@click.option("--train-eras", help="Era range to train on, e.g. 0001:0400 [default: all].")
+@click.option("--valid-eras", help="Era range held out for early stopping and a report.")
+@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
+              help="gpu: LightGBM's OpenCL learner; cuda: a CUDA build (make lightgbm-cuda); auto: gpu if found.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--early-stopping", type=int, default=100, show_default=True, help="Rounds without improvement.")
+@quiet_option
+@json_option
+def train(store_path, output, targets, feature_set, features, params_spec, cv, embargo, cv_mode, train_eras,
+          valid_eras, device, seed, early_stopping, quiet, as_json):
+    """Train LightGBM models from a store: one per target, plus a rank ensemble.
+
+    Early stopping watches the mean per-era numerai_corr of the held-out eras, not l2. With
+    --cv, out-of-fold predictions and per-fold scores are saved in the model directory.
+
+    \b
+    Example:
+      eraflow train store/ -o models/starter --target target --target 'target_*_20' --cv 4 --valid-eras 0575:
+    """
+    config = TrainConfig(targets=targets or ("target",), feature_set=feature_set,
+                         features=tuple(_csv(features)) if features else None, params=load_params(params_spec),
+                         cv=cv, embargo=embargo, cv_mode=cv_mode, train_eras=train_eras, valid_eras=valid_eras,
+                         device=device, seed=seed, early_stopping_rounds=early_stopping)
+    command = shlex.join(["eraflow", *sys.argv[1:]])
+    with row_progress(quiet) as progress:
+        result = train_models(open_store(store_path), output, config, command, progress)
+    report = {"model_dir": str(result.model_dir), "targets": result.targets, "device": result.device,
+              "rounds": result.rounds, "cv": {t: r["overall"] for t, r in result.cv.items()}, "valid": result.valid,
+              "seconds": round(result.seconds, 2)}
+    if as_json:
+        _print_json(report)
+        return
+    click.echo(f"trained {', '.join(result.targets)} on {result.device} in {result.seconds:.1f} s → {output}")
+    for label, scores in (("cv", report["cv"]), ("valid", result.valid)):
+        for target, s in scores.items():
+            click.echo(f"  {label:5} {target:24} corr {s['mean']:+.4f}  std {s['std']:.4f}  "
+                       f"sharpe {s['sharpe']:+.2f}  max dd {s['max_drawdown']:.4f}  ({s['eras']} eras)")
+
+
+@click.command()
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.argument("store_path", metavar="STORE", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Predictions parquet file.")
+@click.option("--eras", help="Era range to predict [default: all].")
+@click.option("--neutralize", "proportion", type=float, help="Neutralize each column by this proportion per era.")
+@click.option("--feature-set", help="Features to neutralize against [default: the model's features].")
+def predict(model_dir, store_path, output, eras, proportion, feature_set):
+    """Predict every row of a store (or some eras) with a trained model.
+
+    Writes `id`, `era` and one column per target model (plus `ensemble`), in batches over the
+    memory-mapped store.
+
+    \b
+    Example:
+      eraflow predict models/starter store/ -o preds.parquet --neutralize 0.5 --feature-set medium
+    """
+    table = predict_table(load_model(model_dir), open_store(store_path), eras, proportion, feature_set)
+    write_predictions(output, table.ids, table.eras, table.columns)
+    click.echo(f"wrote {output}: {len(table.ids):,} rows, {len(set(table.eras))} eras, "
+               f"columns {', '.join(table.columns)}")

@@ -1,0 +1,103 @@
+"""Scoring commands: ``score`` and ``neutralize``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+import pyarrow as pa
+from rich.console import Console
+from rich.table import Table
+
+from eraflow.engine import open_store
+from eraflow.engine.atomic import atomic_write_parquet
+from eraflow.engine.predictions import align_predictions, write_predictions
+from eraflow.engine.scoring import meta_model_values, neutralize_aligned, score_aligned
+
+from .data import _csv, _print_json, json_option
+
+store_option = click.option("--store", "store_path", required=True, type=click.Path(path_type=Path),
+                            help="The store the predictions are for.")
+columns_option = click.option("--columns", help="Comma-separated prediction columns [default: every numeric one].")
+backend_option = click.option("--backend", type=click.Choice(["auto", "numpy", "numba", "cupy"]), default="auto",
+                              show_default=True, help="Kernel backend.")
+
+
+@click.command()
+@click.argument("preds", type=click.Path(path_type=Path))
+@store_option
+@click.option("--target", "targets", multiple=True, help="Target(s) to score against [default: target].")
+@click.option("--meta-model", type=click.Path(path_type=Path), help="Meta model predictions (id + one column) for MMC.")
+@click.option("--meta-column", help="The meta model column when the file has several.")
+@click.option("--feature-set", help="Feature set for feature exposure [default: all features].")
+@click.option("--per-era", type=click.Path(path_type=Path), help="Write the per-era table to this parquet file.")
+@columns_option
+@backend_option
+@json_option
+def score(preds, store_path, targets, meta_model, meta_column, feature_set, per_era, columns, backend, as_json):
+    """Score prediction columns era by era: numerai_corr, MMC, feature exposure.
+
+    PREDS is Numerai's format: `id` plus one or more prediction columns; rows are matched to the
+    store by id. Summary per column: corr mean, std, sharpe, max drawdown; MMC mean/std/sharpe
+    with --meta-model; mean over eras of the max |corr| with any feature.
+
+    \b
+    Example:
+      eraflow score preds.parquet --store store/ --target target --meta-model meta_model.parquet
+    """
+    store = open_store(store_path)
+    aligned = align_predictions(store, preds, _csv(columns))
+    meta = meta_model_values(store, aligned, meta_model, meta_column) if meta_model else None
+    results = [score_aligned(store, aligned, t, meta, feature_set, backend) for t in (targets or ("target",))]
+    summary = [row for r in results for row in r.summary()]
+    if per_era:
+        atomic_write_parquet(per_era, pa.concat_tables([pa.table(r.per_era()) for r in results]))
+    if as_json:
+        _print_json(summary)
+        return
+    _print_summary(summary)
+
+
+HEADERS = {"eras": "eras", "corr_mean": "corr", "corr_std": "std", "corr_sharpe": "sharpe",
+           "corr_max_drawdown": "max dd", "mmc_mean": "mmc", "mmc_std": "mmc std", "mmc_sharpe": "mmc sharpe",
+           "max_feature_exposure": "max exposure"}
+
+
+def _print_summary(rows: list[dict]) -> None:
+    table = Table("prediction", "target", box=None, pad_edge=False)
+    keys = [k for k in HEADERS if k in rows[0]]
+    for key in keys:
+        table.add_column(HEADERS[key], justify="right")
+    for row in rows:
+        table.add_row(row["prediction"], row["target"],
+                      *(str(row[k]) if k == "eras" else f"{row[k]:.4f}" for k in keys))
+    Console(highlight=False, width=None if sys.stdout.isatty() else 200).print(table)
+
+
+@click.command()
+@click.argument("preds", type=click.Path(path_type=Path))
+@store_option
+@click.option("--feature-set", help="Features to neutralize against [default: all features].")
+@click.option("--proportion", type=float, default=1.0, show_default=True, help="Share of the exposure to remove.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Output parquet file.")
+@columns_option
+@backend_option
+def neutralize(preds, store_path, feature_set, proportion, output, columns, backend):
+    """Neutralize prediction columns era by era against the store's features.
+
+    Per era: x − proportion · F1 β with β the least-squares fit of x on the features and a
+    constant (numerai-tools `neutralize`, no rescaling). Writes `id`, `era` and the columns.
+
+    \b
+    Example:
+      eraflow neutralize preds.parquet --store store/ --feature-set medium --proportion 0.5 -o neutral.parquet
+    """
+    store = open_store(store_path)
+    aligned = align_predictions(store, preds, _csv(columns))
+    values = neutralize_aligned(store, aligned, feature_set, proportion, backend)
+    eras = np.repeat(aligned.era_labels(store), np.diff(aligned.offsets))
+    write_predictions(output, aligned.ids, eras, {c: values[:, j] for j, c in enumerate(aligned.columns)})
+    click.echo(f"wrote {output}: {len(aligned.rows):,} rows, {len(aligned.era_index)} eras, "
+               f"columns {', '.join(aligned.columns)}")

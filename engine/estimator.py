@@ -1,0 +1,90 @@
+"""``EraLGBMRegressor``: a scikit-learn estimator over LightGBM that knows about eras.
+
+``fit`` takes an EraStore (trained in row blocks from the int8 memmap, like ``eraflow train``)
+or arrays ``X, y`` with optional ``eras``; with ``valid_eras=k`` the newest k eras are held out
+and training stops early on their mean per-era numerai_corr.
+"""
+
+from __future__ import annotations
+
+import lightgbm as lgb
+import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
+
+from .errors import InputError
+from .params import BASE
+from .predict import predict_rows
+from .store import EraStore, int8_to_float32
+from .train import era_corr_metric, fit_booster, lightgbm_errors
+
+
+class EraLGBMRegressor(RegressorMixin, BaseEstimator):
+    """LightGBM regression with era-aware early stopping. Parameters are LightGBM's."""
+
+    def __init__(self, n_estimators: int = 2000, learning_rate: float = 0.01, max_depth: int = 5,
+                 num_leaves: int = 31, colsample_bytree: float = 0.1, min_data_in_leaf: int = 20,
+                 valid_eras: int = 0, early_stopping_rounds: int = 100, target: str = "target",
+                 feature_set: str | None = None, device: str = "cpu", seed: int = 0):
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.max_depth = max_depth
+        self.num_leaves = num_leaves
+        self.colsample_bytree = colsample_bytree
+        self.min_data_in_leaf = min_data_in_leaf
+        self.valid_eras = valid_eras
+        self.early_stopping_rounds = early_stopping_rounds
+        self.target = target
+        self.feature_set = feature_set
+        self.device = device
+        self.seed = seed
+
+    def _lgb_params(self) -> dict:
+        return {**BASE, "learning_rate": self.learning_rate, "max_depth": self.max_depth,
+                "num_leaves": self.num_leaves, "colsample_bytree": self.colsample_bytree,
+                "min_data_in_leaf": self.min_data_in_leaf, "device_type": self.device, "seed": self.seed}
+
+    def fit(self, X, y=None, eras=None):
+        """Fit on an EraStore (``y``/``eras`` come from it) or on arrays X (n × k), y (n,), eras (n,)."""
+        if isinstance(X, EraStore):
+            return self._fit_store(X)
+        X = np.asarray(X, dtype=np.float32)
+        y = np.asarray(y, dtype=np.float64)
+        if y.shape != (len(X),):
+            raise InputError(f"y has shape {y.shape}; expected ({len(X)},)")
+        train, valid = np.arange(len(X)), None
+        if self.valid_eras:
+            if eras is None or len(eras) != len(X):
+                raise InputError("valid_eras needs eras (one label per row of X)")
+            labels, codes = np.unique(np.asarray(eras), return_inverse=True)
+            held = codes >= len(labels) - self.valid_eras
+            order = np.flatnonzero(held)[np.argsort(codes[held], kind="stable")]
+            train, valid = np.flatnonzero(~held), order
+        with lightgbm_errors():
+            dtrain = lgb.Dataset(X[train], y[train], params={"verbosity": -1})
+            kwargs = {}
+            if valid is not None:
+                offsets = np.concatenate([[0], np.cumsum(np.bincount(codes[valid])[len(labels) - self.valid_eras:])])
+                kwargs = {"valid_sets": [lgb.Dataset(X[valid], y[valid], reference=dtrain)],
+                          "feval": era_corr_metric(y[valid], offsets),
+                          "callbacks": [lgb.early_stopping(self.early_stopping_rounds, verbose=False)]}
+            self.booster_ = lgb.train(self._lgb_params(), dtrain, self.n_estimators, **kwargs)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def _fit_store(self, store: EraStore):
+        view = store.select(feature_set=self.feature_set)
+        self.cols_ = np.arange(len(store.feature_names)) if view.cols is None else view.cols
+        eras = np.arange(store.n_eras)
+        train, valid = (eras[:-self.valid_eras], eras[-self.valid_eras:]) if self.valid_eras else (eras, None)
+        with lightgbm_errors():
+            self.booster_, _ = fit_booster(store, train, valid, self.cols_, self.target, self._lgb_params(),
+                                           self.n_estimators, self.early_stopping_rounds)
+        self.n_features_in_ = len(self.cols_)
+        return self
+
+    def predict(self, X):
+        """Predictions for an EraStore (every row, store order) or an array (int8 codes or floats)."""
+        if isinstance(X, EraStore):
+            return predict_rows(self.booster_, X, np.arange(X.n_eras), self.cols_)
+        X = np.asarray(X)
+        return self.booster_.predict(int8_to_float32(X) if X.dtype == np.int8 else X)

@@ -1,0 +1,56 @@
+"""LightGBM parameters: presets, a params.toml file, and the training device."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from .errors import InputError
+
+PRESETS = {
+    # Numerai's starter model: shallow trees, few features per tree.
+    "starter": {"n_estimators": 2000, "learning_rate": 0.01, "max_depth": 5, "num_leaves": 31,
+                "colsample_bytree": 0.1},
+    # Numerai's "deep" v5 example settings.
+    "deep": {"n_estimators": 30000, "learning_rate": 0.001, "max_depth": 10, "num_leaves": 1024,
+             "colsample_bytree": 0.1, "min_data_in_leaf": 10000},
+}
+# Features take at most 5 values (+ missing): a 20k-row sample finds every bin, and the sample
+# (sample rows × features × ~12 bytes) is most of LightGBM's memory while binning.
+BASE = {"objective": "regression", "metric": "None", "bin_construct_sample_cnt": 20000, "verbosity": -1}
+DEVICES = ("cpu", "gpu", "cuda", "auto")
+ROUNDS_KEYS = ("n_estimators", "num_iterations", "num_boost_round", "num_trees", "num_round", "num_rounds")
+
+
+def load_params(spec: str) -> dict:
+    """A preset name or the path of a TOML file of LightGBM parameters (optionally ``preset = "…"``)."""
+    if spec in PRESETS:
+        return {**BASE, **PRESETS[spec]}
+    path = Path(spec)
+    if not path.exists():
+        raise InputError(f"--params {spec!r} is neither a preset ({', '.join(PRESETS)}) nor a file")
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path} is not valid TOML ({exc})") from None
+    base = doc.pop("preset", "starter")
+    if base not in PRESETS:
+        raise InputError(f"{path}: unknown preset {base!r}; choose one of {', '.join(PRESETS)}")
+    bad = [k for k, v in doc.items() if isinstance(v, (dict, list))]
+    if bad:
+        raise InputError(f"{path}: parameters must be plain values; {bad} are not")
+    return {**BASE, **PRESETS[base], **doc}
+
+
+def split_rounds(params: dict) -> tuple[dict, int]:
+    """LightGBM params without the number of rounds, and that number (default 100)."""
+    rounds = [params[k] for k in ROUNDS_KEYS if k in params]
+    rest = {k: v for k, v in params.items() if k not in ROUNDS_KEYS}
+    return rest, int(rounds[0]) if rounds else 100
+
+
+def device_params(device: str) -> dict:
+    """LightGBM's ``device_type`` for a --device choice (``auto`` is resolved by the trainer)."""
+    if device not in DEVICES:
+        raise InputError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    return {"device_type": device}

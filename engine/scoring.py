@@ -1,0 +1,155 @@
+"""Scoring and neutralizing prediction files against a store, one batch of eras at a time.
+
+Features are gathered from the int8 memmap for one batch of eras (≤ ``BATCH_BYTES`` of int8
+codes), handed to the kernels, and dropped before the next batch: a whole validation store is
+never held as float.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from eraflow.kernels import correlation_contribution, era_summary, feature_exposure, neutralize, numerai_corr
+
+from .errors import InputError
+from .predictions import AlignedPredictions, align_predictions
+from .store import EraStore
+
+BATCH_BYTES = 128 << 20  # int8 feature bytes gathered per batch of eras
+
+
+def era_batches(offsets: np.ndarray, row_bytes: int, budget: int = BATCH_BYTES) -> Iterator[tuple[int, int]]:
+    """Consecutive [k0, k1) era ranges whose rows take ≤ ``budget`` bytes (at least one era each)."""
+    k0, n_eras = 0, len(offsets) - 1
+    while k0 < n_eras:
+        k1 = k0 + 1
+        while k1 < n_eras and (offsets[k1 + 1] - offsets[k0]) * row_bytes <= budget:
+            k1 += 1
+        yield k0, k1
+        k0 = k1
+
+
+def _feature_columns(store: EraStore, features: str | list[str] | None) -> np.ndarray:
+    """Column indices of a feature set name, a list of feature names, or all features (None)."""
+    if features is None:
+        return np.arange(len(store.feature_names))
+    view = store.select(feature_set=features) if isinstance(features, str) else store.select(features=features)
+    return view.cols
+
+
+def gather_features(store: EraStore, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """int8 features of ``rows`` (increasing) × ``cols``; copies only that block."""
+    all_cols = np.array_equal(cols, np.arange(store.features.shape[1]))
+    if rows[-1] - rows[0] + 1 == len(rows):  # contiguous: a view of the memmap
+        block = store.features[rows[0]:rows[-1] + 1]
+        return block if all_cols else block[:, cols]
+    return store.features[rows] if all_cols else store.features[np.ix_(rows, cols)]
+
+
+def _target_column(store: EraStore, target: str) -> int:
+    if target not in store.target_names:
+        raise InputError(f"unknown target {target!r}; the store has {', '.join(store.target_names)}")
+    return store.target_names.index(target)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Per-era scores of each prediction column (arrays n_eras × m) and their summaries."""
+
+    columns: list[str]
+    target: str
+    eras: list[str]
+    corr: np.ndarray
+    mmc: np.ndarray | None
+    exposure_max: np.ndarray
+    exposure_rms: np.ndarray
+
+    def summary(self) -> list[dict]:
+        """One row per prediction column: corr mean/std/sharpe/max drawdown, MMC, max exposure."""
+        corr = era_summary(self.corr)
+        mmc = era_summary(self.mmc) if self.mmc is not None else None
+        rows = []
+        for j, name in enumerate(self.columns):
+            row = {"prediction": name, "target": self.target, "eras": int(corr.n_eras[j]),
+                   "corr_mean": float(corr.mean[j]), "corr_std": float(corr.std[j]),
+                   "corr_sharpe": float(corr.sharpe[j]), "corr_max_drawdown": float(corr.max_drawdown[j])}
+            if mmc is not None:
+                row.update(mmc_mean=float(mmc.mean[j]), mmc_std=float(mmc.std[j]), mmc_sharpe=float(mmc.sharpe[j]))
+            row["max_feature_exposure"] = float(np.nanmean(self.exposure_max[:, j]))
+            rows.append(row)
+        return rows
+
+    def per_era(self) -> dict[str, np.ndarray]:
+        """Long table: one row per (era, prediction column)."""
+        n, m = self.corr.shape
+        table = {"era": np.repeat(self.eras, m), "prediction": np.tile(self.columns, n),
+                 "target": np.full(n * m, self.target), "numerai_corr": self.corr.ravel(),
+                 "feature_exposure_max": self.exposure_max.ravel(), "feature_exposure_rms": self.exposure_rms.ravel()}
+        if self.mmc is not None:
+            table["mmc"] = self.mmc.ravel()
+        return table
+
+
+def score_aligned(store: EraStore, preds: AlignedPredictions, target: str, meta: np.ndarray | None = None,
+                  feature_set: str | None = None, backend: str = "auto") -> Scores:
+    """numerai_corr, MMC (when ``meta`` is given, aligned with ``preds``) and feature exposure per era."""
+    t_col = _target_column(store, target)
+    cols = _feature_columns(store, feature_set)
+    parts: dict[str, list[np.ndarray]] = {"corr": [], "mmc": [], "max": [], "rms": []}
+    for k0, k1 in era_batches(preds.offsets, len(cols)):
+        r0, r1 = preds.offsets[k0], preds.offsets[k1]
+        rows = preds.rows[r0:r1]
+        offsets = preds.offsets[k0:k1 + 1] - r0
+        x = preds.values[r0:r1]
+        t = store.targets[rows, t_col].astype(np.float64)
+        parts["corr"].append(numerai_corr(x, t, offsets, backend=backend))
+        if meta is not None:
+            parts["mmc"].append(correlation_contribution(x, meta[r0:r1], t, offsets, backend=backend))
+        exposure = feature_exposure(x, gather_features(store, rows, cols), offsets, backend=backend)
+        parts["max"].append(exposure.max_abs)
+        parts["rms"].append(exposure.rms)
+    return Scores(preds.columns, target, preds.era_labels(store), np.concatenate(parts["corr"]),
+                  np.concatenate(parts["mmc"]) if meta is not None else None,
+                  np.concatenate(parts["max"]), np.concatenate(parts["rms"]))
+
+
+def meta_model_values(store: EraStore, preds: AlignedPredictions, path: Path, column: str | None) -> np.ndarray:
+    """The meta model's value for each predicted row; InputError if it misses any of them."""
+    meta = align_predictions(store, path, [column] if column else None, min_coverage=0.0)
+    if len(meta.columns) != 1:
+        raise InputError(f"{path} has several numeric columns {meta.columns}; name one with --meta-column")
+    position = np.searchsorted(meta.rows, preds.rows)
+    found = (position < len(meta.rows)) & (meta.rows[np.minimum(position, len(meta.rows) - 1)] == preds.rows)
+    if not found.all():
+        raise InputError(f"{path.name} has no value for {int((~found).sum()):,} predicted rows "
+                         f"(e.g. id {preds.ids[~found][0]!r})")
+    return meta.values[position, 0]
+
+
+def neutralize_aligned(store: EraStore, preds: AlignedPredictions, feature_set: str | list[str] | None,
+                       proportion: float,
+                       backend: str = "auto") -> np.ndarray:
+    """Per-era neutralization of every prediction column against the store's features."""
+    cols = _feature_columns(store, feature_set)
+    out = np.empty_like(preds.values)
+    for k0, k1 in era_batches(preds.offsets, len(cols)):
+        r0, r1 = preds.offsets[k0], preds.offsets[k1]
+        features = gather_features(store, preds.rows[r0:r1], cols)
+        out[r0:r1] = neutralize(preds.values[r0:r1], features, preds.offsets[k0:k1 + 1] - r0, proportion,
+                                backend=backend)
+    return out
+
+
+def neutralize_columns(store: EraStore, columns: dict[str, np.ndarray], era_index: np.ndarray,
+                       features: str | list[str] | None, proportion: float) -> dict[str, np.ndarray]:
+    """Neutralize named columns holding every row of the eras ``era_index`` (in store order)."""
+    sizes = np.diff(store.offsets)[era_index]
+    rows = np.concatenate([np.arange(store.offsets[k], store.offsets[k + 1]) for k in era_index])
+    aligned = AlignedPredictions(list(columns), np.column_stack(list(columns.values())), rows,
+                                 np.asarray(era_index), np.concatenate([[0], np.cumsum(sizes)]), store.ids[rows])
+    values = neutralize_aligned(store, aligned, features, proportion)
+    return {name: values[:, j] for j, name in enumerate(aligned.columns)}
