@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Sequence as Seq
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import lightgbm as lgb
 import numpy as np
 
 from .atomic import atomic_writer_path
-from .store import EraStore, int8_to_float32
+from .store import FEATURES, EraStore, int8_to_float32
 
 # LightGBM's own messages (e.g. "Saving data to binary file") go to this logger, silent unless
 # the application configures logging: library code does not print.
@@ -33,23 +34,30 @@ BINNING_PARAMS = ("max_bin", "min_data_in_bin", "bin_construct_sample_cnt", "dat
 
 
 class StoreRows(lgb.Sequence):
-    """Rows ``start:stop`` and columns ``cols`` of the store's int8 features as a LightGBM Sequence."""
+    """Rows ``start:stop`` and columns ``cols`` of the store's int8 features as a LightGBM Sequence.
+
+    Rows are read with ``pread`` from the open features file rather than through the memmap, so
+    the pages read are page cache, not resident memory of this process.
+    """
 
     batch_size = 8192
 
-    def __init__(self, features: np.ndarray, start: int, stop: int, cols: np.ndarray | None):
-        self.features, self.start, self.stop, self.cols = features, start, stop, cols
+    def __init__(self, fd: int, n_features: int, start: int, stop: int, cols: np.ndarray | None):
+        self.fd, self.n_features, self.start, self.stop, self.cols = fd, n_features, start, stop, cols
 
     def __len__(self) -> int:
         return self.stop - self.start
 
+    def _rows(self, lo: int, hi: int) -> np.ndarray:
+        data = os.pread(self.fd, (hi - lo) * self.n_features, (self.start + lo) * self.n_features)
+        block = np.frombuffer(data, dtype=np.int8).reshape(hi - lo, self.n_features)
+        return int8_to_float32(block if self.cols is None else block[:, self.cols])
+
     def __getitem__(self, idx):
         if isinstance(idx, slice):
             lo, hi, _ = idx.indices(len(self))
-            block = self.features[self.start + lo:self.start + hi]
-            return int8_to_float32(block if self.cols is None else block[:, self.cols])
-        row = self.features[self.start + int(idx)]
-        return int8_to_float32(row if self.cols is None else row[self.cols]).astype(np.float64)
+            return self._rows(lo, hi)
+        return self._rows(int(idx), int(idx) + 1)[0].astype(np.float64)
 
 
 def row_runs(offsets: np.ndarray, era_index: np.ndarray) -> list[tuple[int, int]]:
@@ -80,16 +88,17 @@ def store_dataset(store: EraStore, era_index: np.ndarray, cols: Seq[int] | None,
     """
     runs = row_runs(store.offsets, np.asarray(era_index))
     cols = None if cols is None else np.asarray(cols, dtype=np.int64)
-    data = [StoreRows(store.features, lo, hi, cols) for lo, hi in runs]
     ds_params = {**params, "verbose": -1}
-    if reference is not None or not cache:
-        return lgb.Dataset(data, label=label, params=ds_params, reference=reference, free_raw_data=False).construct()
     path = store.path / CACHE_DIR / f"lgb-{_cache_key(store, runs, cols, target, params)}.bin"
-    if path.exists():
+    use_cache = cache and reference is None
+    if use_cache and path.exists():
         return lgb.Dataset(str(path), params=ds_params, free_raw_data=False).construct()
-    dataset = lgb.Dataset(data, label=label, params=ds_params, free_raw_data=False).construct()
-    path.parent.mkdir(exist_ok=True)
-    tmp = atomic_writer_path(path)
-    dataset.save_binary(str(tmp))
-    Path(tmp).replace(path)
+    with open(store.path / FEATURES, "rb") as fh:
+        data = [StoreRows(fh.fileno(), len(store.feature_names), lo, hi, cols) for lo, hi in runs]
+        dataset = lgb.Dataset(data, label=label, params=ds_params, reference=reference).construct()
+    if use_cache:
+        path.parent.mkdir(exist_ok=True)
+        tmp = atomic_writer_path(path)
+        dataset.save_binary(str(tmp))
+        Path(tmp).replace(path)
     return dataset

@@ -96,11 +96,13 @@ def test_training_set_is_cached_and_reloaded(store, tmp_path, monkeypatch):
 
 
 def test_store_rows_sequence_matches_the_store(store):
-    seq = lgb_data.StoreRows(store.features, 10, 60, np.array([3, 1]))
+    fh = open(store.path / "features.i8", "rb")
+    seq = lgb_data.StoreRows(fh.fileno(), len(store.feature_names), 10, 60, np.array([3, 1]))
     assert len(seq) == 50
     np.testing.assert_array_equal(seq[5:8], store.features[15:18][:, [3, 1]].astype(np.float32))
     row = seq[7]
     assert row.dtype == np.float64 and row.tolist() == store.features[17, [3, 1]].tolist()
+    fh.close()
 
 
 def test_predict_cli_neutralizes_and_writes_every_row(store, tmp_path):
