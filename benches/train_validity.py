@@ -45,7 +45,8 @@ def one_seed(root: Path, args, seed: int) -> dict:
     store = open_store(ingest_files([data / "train.parquet", data / "validation.parquet"], data / "store").store)
     last_train = store.eras[args.eras - n_valid - 1]
     started = time.perf_counter()
-    result = train_models(store, data / "model", TrainConfig(params=PARAMS, cv=args.cv, train_eras=f":{last_train}"))
+    config = TrainConfig(params=PARAMS, cv=args.cv, cv_mode=args.cv_mode, train_eras=f":{last_train}")
+    result = train_models(store, data / "model", config)
     seconds = time.perf_counter() - started
     held_out = store.eras[args.eras - n_valid:]
     table = predict_table(load_model(data / "model"), store, f"{held_out[0]}:")
@@ -65,6 +66,7 @@ def main() -> None:
     parser.add_argument("--rows-per-era", type=int, default=2000)
     parser.add_argument("--features", type=int, default=200)
     parser.add_argument("--cv", type=int, default=3)
+    parser.add_argument("--cv-mode", default="expanding", choices=["expanding", "blocked"])
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()

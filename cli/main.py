@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, version
 
 import click
 
 from eraflow.engine.errors import EraflowError
+from eraflow.engine.version import eraflow_version
 
 from .data import info, ingest, synth
 from .models import predict, train
 from .scores import neutralize, score
-
-
-def _version() -> str:
-    try:
-        return version("eraflow")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _fail(message: str, status: int):
@@ -52,7 +45,7 @@ class EraflowGroup(click.Group):
 
 
 @click.group(cls=EraflowGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(_version(), prog_name="eraflow")
+@click.version_option(eraflow_version(), prog_name="eraflow")
 def cli():
     """eraflow: Numerai-style era data, streamed into memory-mapped int8 stores.
 

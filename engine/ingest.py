@@ -38,6 +38,7 @@ from .lock import exclusive_lock
 from .readers import ENGINES, make_reader
 from .sources import ERA_COLUMN, Source, inspect_source
 from .store import FEATURES, FORMAT, FORMAT_VERSION, IDS, META, OFFSETS, TARGETS, open_store
+from .version import eraflow_version
 
 SLICE_BYTES = 32 << 20  # int8 feature bytes per pass-2 slice: bounds decode buffers
 KEY_ROWS = 1 << 17  # rows per pass-1 slice (era and id columns only): bounds its string buffers
@@ -419,7 +420,7 @@ def _meta(plan: IngestPlan, layout: EraLayout, nan_counts: dict) -> dict:
         "extra_columns": plan.extra_columns,
         "target_nan_share": {t: (c / n if n else 0.0) for t, c in nan_counts.items()},
         "sources": [s.fingerprint for s in plan.sources], "era_range": plan.options.eras,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "eraflow_version": eraflow_version(),
     }
 
 

@@ -131,7 +131,7 @@ class EraStore:
     def _id_table(self):
         return pq.read_table(self.path / IDS)
 
-    @property
+    @cached_property
     def ids(self) -> np.ndarray:
         """Row ids in store order (numpy str objects; read on first use)."""
         return self._id_table.column("id").to_numpy()

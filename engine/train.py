@@ -37,8 +37,8 @@ from .params import device_params, load_params, split_rounds
 from .predict import (ENSEMBLE, MODEL_JSON, era_offsets_of, model_file, prediction_column, predict_rows,
                       rank_ensemble)
 from .store import EraStore
+from .version import eraflow_version
 
-VERSION = "0.1.0"
 Progress = Callable[[str, int, int], None]
 
 
@@ -250,7 +250,7 @@ def train_models(store: EraStore, out_dir: str | Path, config: TrainConfig, comm
                 "rounds": rounds_used, "device": device, "store": str(store.path),
                 "store_fingerprint": store.fingerprint, "config": {**asdict(config), "params": None},
                 "cv": cv_report, "valid": valid_report, "ensemble_weights": config.ensemble_weights,
-                "command": command, "eraflow_version": VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                "command": command, "eraflow_version": eraflow_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         (tmp / MODEL_JSON).write_text(json.dumps(meta, indent=1, default=float))
         replace_dir(tmp, out_dir)
     except BaseException:
