@@ -10,6 +10,7 @@ import click
 from eraflow.engine.errors import EraflowError
 from eraflow.engine.version import eraflow_version
 
+from .bench import bench
 from .data import info, ingest, synth
 from .models import predict, train
 from .scores import neutralize, score
@@ -57,7 +58,7 @@ def cli():
     """
 
 
-for command in (synth, ingest, info, score, neutralize, train, predict):
+for command in (synth, ingest, info, score, neutralize, train, predict, bench):
     cli.add_command(command)
 
 

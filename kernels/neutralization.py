@@ -1,0 +1,198 @@
+"""Per-era regression on features: ``neutralize``, ``feature_exposure``, ``feature_neutral_corr``,
+``neutral_correlation``.
+
+Features
+    Either the EraStore's int8 codes (0..4, ``-1`` = missing) or finite floats. A missing
+    code is read as 2, the middle bucket. That is Numerai's own convention (in v5 data a
+    feature missing for an era is stored as all 2s), so a store ingested from older data with
+    NaNs neutralizes like v5 data; it keeps the codes integers, so the Gram matrix is exact
+    in float32; and a feature missing for a whole era becomes constant and drops out. (The
+    era mean would also be a neutral fill, but it is not an integer and it hides nothing the
+    middle code does not, since a constant or mostly constant column explains little.)
+
+Rows
+    Neutralization is shared by every column of ``values``, so a row takes part only when all
+    its columns are present; rows with any NaN come back NaN (numerai-tools refuses NaN).
+
+Solver
+    One Cholesky factor per era of the features' correlation matrix, shared by all columns,
+    with a fall-back to ``lstsq`` (numerai-tools' own call) for near-collinear features or
+    eras with no more rows than features; see :mod:`eraflow.kernels._xp_linalg` for why.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _numba_linalg
+from ._checks import columns, era_offsets, feature_matrix, finite_number, one_column, row_dtype, shaped
+from ._eras import map_eras, map_rows
+from ._xp_linalg import exposure_block, neutralize_block
+from .backend import array_namespace, resolve_backend
+from .correlation import correlation_columns, numerai_corr_columns
+from .ranking import ranks
+
+
+class FeatureExposure(NamedTuple):
+    """Per-era exposure of predictions to features; each field (n_eras,) or (n_eras, m)."""
+
+    max_abs: np.ndarray  # max over features of |Pearson(pred, feature)|
+    rms: np.ndarray  # root mean square over features of Pearson(pred, feature)
+
+
+def neutralize(values, features, offsets, proportion: float = 1.0, *, backend: str = "auto") -> np.ndarray:
+    """Remove from each column, era by era, the part explained linearly by the features.
+
+    Per era: ``F1 = [F, 1]``, ``β = lstsq(F1, x)``, result ``x − proportion · F1 β`` (no
+    rescaling) — numerai-tools ``neutralize`` applied to each era. Columns that are constant
+    in an era (including every column of a one-row era) come back NaN for that era.
+
+    Parameters
+    ----------
+    values : array (n,) or (n, m), float
+    features : array (n, k), int8 store codes (-1 = missing, read as 2) or finite floats
+    offsets : array (n_eras + 1,), int
+    proportion : float
+        1 removes the whole linear exposure, 0 returns the values unchanged.
+    backend : "auto", "numpy", "numba" or "cupy"
+
+    Returns
+    -------
+    array of the shape of ``values``; float32 for float32 input, else float64.
+
+    Examples
+    --------
+    >>> x = np.array([1.0, 2.0, 4.0, 3.0])
+    >>> f = np.array([[0], [1], [2], [3]], dtype=np.int8)
+    >>> neutralize(x, f, np.array([0, 4]), backend="numpy").round(6)
+    array([-0.3, -0.1,  1.1, -0.7])
+    """
+    x, one_d = columns(values, "values")
+    offsets = era_offsets(offsets, len(x))
+    feats = feature_matrix(features, len(x))
+    proportion = finite_number(proportion, "proportion")
+    kept = ~np.isnan(x).any(axis=1)
+    out = neutralized(x, feats, offsets, kept, proportion, resolve_backend(backend))
+    return shaped(out, one_d, row_dtype(values))
+
+
+def feature_exposure(predictions, features, offsets, *, backend: str = "auto") -> FeatureExposure:
+    """Per era, the largest and the root-mean-square Pearson correlation of each prediction
+    column with the features (numerai-tools ``max_feature_correlation`` gives the first).
+
+    Features constant in the era are left out; rows with a NaN prediction are skipped.
+
+    Parameters
+    ----------
+    predictions : array (n,) or (n, m), float
+    features : array (n, k), int8 store codes (-1 = missing, read as 2) or finite floats
+    offsets : array (n_eras + 1,), int
+    backend : "auto", "numpy", "numba" or "cupy"
+
+    Returns
+    -------
+    FeatureExposure(max_abs, rms), float64 arrays (n_eras,) or (n_eras, m).
+
+    Examples
+    --------
+    >>> f = np.array([[0, 1], [1, 1], [2, 0], [3, 4]], dtype=np.int8)
+    >>> feature_exposure(np.array([1.0, 2, 3, 5]), f, np.array([0, 4]), backend="numpy").max_abs.round(6)
+    array([0.982708])
+    """
+    x, one_d = columns(predictions, "predictions")
+    offsets = era_offsets(offsets, len(x))
+    feats = feature_matrix(features, len(x))
+    kept = ~np.isnan(x).any(axis=1)
+    backend = resolve_backend(backend)
+    m = x.shape[1]
+    if backend == "numba":
+        both = _numba_linalg.exposure_eras(x, feats, offsets, kept, feats.dtype == np.int8)
+    else:
+        ns = array_namespace(backend)
+        both = map_eras(ns, lambda p, f, k: exposure_block(ns, p, f, k), [x, feats, kept[:, None]], offsets,
+                        [np.nan, 0, False], feats.shape[1] + m + 1, 2 * m)
+    return FeatureExposure(shaped(both[:, :m], one_d), shaped(both[:, m:], one_d))
+
+
+def feature_neutral_corr(predictions, features, target, offsets, *, backend: str = "auto") -> np.ndarray:
+    """Feature-neutral correlation per era (numerai-tools ``feature_neutral_corr`` applied to each era).
+
+    1. ``g = gaussianize(rank_average(pred))`` over the era's rows.
+    2. ``r = neutralize(g, F)`` (proportion 1).
+    3. ``numerai_corr(r, target)``.
+
+    numerai-tools divides r by its standard deviation before step 3; ranks ignore that
+    scaling, so it is skipped. Rows with a NaN prediction are dropped before step 1
+    (numerai-tools refuses them).
+
+    Parameters
+    ----------
+    predictions : array (n,) or (n, m), float
+    features : array (n, k), int8 store codes or finite floats
+    target : array (n,), float
+    offsets : array (n_eras + 1,), int
+    backend : "auto", "numpy", "numba" or "cupy"
+
+    Returns
+    -------
+    float64 array (n_eras,) for 1-D predictions, else (n_eras, m).
+
+    Examples
+    --------
+    >>> f = np.array([[0], [1], [2], [3], [4]], dtype=np.int8)
+    >>> feature_neutral_corr(np.array([0.1, 0.5, 0.2, 0.9, 0.6]), f, np.array([0, 1, 0.25, 0.5, 0.5]),
+    ...                      np.array([0, 5]), backend="numpy").round(6)
+    array([0.271469])
+    """
+    x, one_d = columns(predictions, "predictions")
+    offsets = era_offsets(offsets, len(x))
+    feats = feature_matrix(features, len(x))
+    t = one_column(target, "target", len(x))
+    backend = resolve_backend(backend)
+    kept = ~np.isnan(x).any(axis=1)
+    gauss = ranks(np.where(kept[:, None], x, np.nan), offsets, False, True, backend)
+    residual = neutralized(gauss, feats, offsets, kept, 1.0, backend)
+    return shaped(numerai_corr_columns(residual, t, offsets, backend), one_d)
+
+
+def neutral_correlation(predictions, features, target, offsets, *, backend: str = "auto") -> np.ndarray:
+    """Correlation of feature-neutralized predictions with the target per era (numerai-tools
+    ``neutral_correlation`` applied to each era).
+
+    1. Keep the rows where the target and every prediction column are present.
+    2. ``g = gaussianize(rank_average(pred))`` over the kept rows; ``r = neutralize(g, F)``.
+    3. Pearson(r, target). (numerai-tools centers the target first; Pearson ignores that.)
+
+    Unlike :func:`feature_neutral_corr`, no 1.5 power and no re-ranking after neutralizing.
+
+    Parameters and result as :func:`feature_neutral_corr`.
+
+    Examples
+    --------
+    >>> f = np.array([[0], [1], [2], [3], [4]], dtype=np.int8)
+    >>> neutral_correlation(np.array([0.1, 0.5, 0.2, 0.9, 0.6]), f, np.array([0, 1, 0.25, 0.5, 0.5]),
+    ...                     np.array([0, 5]), backend="numpy").round(6)
+    array([0.59237])
+    """
+    x, one_d = columns(predictions, "predictions")
+    offsets = era_offsets(offsets, len(x))
+    feats = feature_matrix(features, len(x))
+    t = one_column(target, "target", len(x))
+    backend = resolve_backend(backend)
+    kept = ~np.isnan(x).any(axis=1) & ~np.isnan(t[:, 0])
+    gauss = ranks(np.where(kept[:, None], x, np.nan), offsets, False, True, backend)
+    residual = neutralized(gauss, feats, offsets, kept, 1.0, backend)
+    return shaped(correlation_columns(residual, t, offsets, False, backend), one_d)
+
+
+def neutralized(x: np.ndarray, features: np.ndarray, offsets: np.ndarray, kept: np.ndarray,
+                proportion: float, backend: str) -> np.ndarray:
+    """Neutralization of validated float64 ``x (n, m)`` over the ``kept (n,)`` rows on a resolved
+    backend; float64 ``(n, m)``, NaN outside kept rows."""
+    if backend == "numba":
+        return _numba_linalg.neutralize_eras(x, features, offsets, kept, proportion)
+    ns = array_namespace(backend)
+    return map_rows(ns, lambda v, f, k: neutralize_block(ns, v, f, k, proportion), [x, features, kept[:, None]],
+                    offsets, [np.nan, 0, False], features.shape[1] + x.shape[1] + 1, x.shape[1])
