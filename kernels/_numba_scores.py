@@ -82,11 +82,27 @@ def _ranks(values, first):
 
 
 @njit(cache=True)
-def _gaussian_ranks(values):
-    """``ndtri((rank_average - 0.5) / n)`` of ``values`` (no NaN)."""
+def _quantile_memo(memo, n):
+    """A memo of ``ndtri`` per half-rank for columns of ``n`` present values (index ``2·rank``,
+    NaN = not computed yet): ``memo`` itself when it was made for ``n``, else a fresh one."""
+    if memo.size != 2 * n + 1:
+        memo = np.full(2 * n + 1, np.nan)
+    return memo
+
+
+@njit(cache=True)
+def _gaussian_ranks(values, memo):
+    """``ndtri((rank_average - 0.5) / n)`` of ``values`` (no NaN). ``memo`` (from ``_quantile_memo``)
+    keeps each half-rank's quantile, so the columns of one era share their ``ndtri`` calls."""
     ranks = _ranks(values, False)
-    for i in range(ranks.size):
-        ranks[i] = ndtri((ranks[i] - 0.5) / ranks.size)
+    n = ranks.size
+    for i in range(n):
+        slot = int(2 * ranks[i])
+        q = memo[slot]
+        if q != q:
+            q = ndtri((ranks[i] - 0.5) / n)
+            memo[slot] = q
+        ranks[i] = q
     return ranks
 
 
@@ -176,10 +192,12 @@ def numerai_corr_eras(pred, target, offsets):
         t = _centered_over_present(target[start:stop, 0])
         for i in range(t.size):
             t[i] = _power_1_5(t[i])
+        memo = np.empty(0)
         for j in range(n_cols):
             column = pred[start:stop, j]
             rows = _present_rows(column, t, t)
-            p = _gaussian_ranks(column[rows])
+            memo = _quantile_memo(memo, rows.size)
+            p = _gaussian_ranks(column[rows], memo)
             for i in range(p.size):
                 p[i] = _power_1_5(p[i])
             out[era, j] = _pearson(p, t[rows])
@@ -196,13 +214,15 @@ def contribution_eras(pred, meta, target, offsets):
         start, stop = offsets[era], offsets[era + 1]
         meta_era = meta[start:stop, 0]
         target_era = target[start:stop, 0]
+        memo = np.empty(0)
         for j in range(n_cols):
             column = pred[start:stop, j]
             rows = _present_rows(column, meta_era, target_era)
             if rows.size == 0:
                 continue
-            p = _gaussian_ranks(column[rows])
-            m = _gaussian_ranks(meta_era[rows])
+            memo = _quantile_memo(memo, rows.size)
+            p = _gaussian_ranks(column[rows], memo)
+            m = _gaussian_ranks(meta_era[rows], memo)
             mm = (m * m).sum()
             if mm == 0:
                 continue
