@@ -13,6 +13,7 @@ from eraflow.engine.version import eraflow_version
 from .bench import bench
 from .data import info, ingest, synth
 from .models import predict, train
+from .runs import runs
 from .scores import neutralize, score
 
 
@@ -58,7 +59,7 @@ def cli():
     """
 
 
-for command in (synth, ingest, info, score, neutralize, train, predict, bench):
+for command in (synth, ingest, info, score, neutralize, train, predict, runs, bench):
     cli.add_command(command)
 
 

@@ -12,10 +12,12 @@ from eraflow.engine import open_store
 from eraflow.engine.params import DEVICES, load_params
 from eraflow.engine.predict import load_model, predict_table
 from eraflow.engine.predictions import write_predictions
-from eraflow.engine.train import TrainConfig, train_models
+from eraflow.engine.ledger import append_run
+from eraflow.engine.train import TrainConfig, train_models, training_run
 
 from .data import _csv, _print_json, json_option, quiet_option
 from .progress import row_progress
+from .runs import ledger_option
 
 
 @click.command()
@@ -35,10 +37,11 @@ from .progress import row_progress
               help="gpu: LightGBM's OpenCL learner; cuda: a CUDA build (make lightgbm-cuda); auto: gpu if found.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--early-stopping", type=int, default=100, show_default=True, help="Rounds without improvement.")
+@ledger_option
 @quiet_option
 @json_option
 def train(store_path, output, targets, feature_set, features, params_spec, cv, embargo, cv_mode, train_eras,
-          valid_eras, device, seed, early_stopping, quiet, as_json):
+          valid_eras, device, seed, early_stopping, ledger, quiet, as_json):
     """Train LightGBM models from a store: one per target, plus a rank ensemble.
 
     Early stopping watches the mean per-era numerai_corr of the held-out eras, not l2. With
@@ -53,15 +56,22 @@ def train(store_path, output, targets, feature_set, features, params_spec, cv, e
                          cv=cv, embargo=embargo, cv_mode=cv_mode, train_eras=train_eras, valid_eras=valid_eras,
                          device=device, seed=seed, early_stopping_rounds=early_stopping)
     command = shlex.join(["eraflow", *sys.argv[1:]])
+    store = open_store(store_path)
     with row_progress(quiet) as progress:
-        result = train_models(open_store(store_path), output, config, command, progress)
-    report = {"model_dir": str(result.model_dir), "targets": result.targets, "device": result.device,
+        result = train_models(store, output, config, command, progress)
+    run = training_run(result, store, config, load_model(output).features, command)
+    ledger_file, warning = append_run(run, ledger)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
+    report = {"model_dir": str(result.model_dir), "run_id": run.run_id, "ledger": str(ledger_file),
+              "targets": result.targets, "device": result.device,
               "rounds": result.rounds, "cv": {t: r["overall"] for t, r in result.cv.items()}, "valid": result.valid,
               "seconds": round(result.seconds, 2)}
     if as_json:
         _print_json(report)
         return
-    click.echo(f"trained {', '.join(result.targets)} on {result.device} in {result.seconds:.1f} s → {output}")
+    click.echo(f"trained {', '.join(result.targets)} on {result.device} in {result.seconds:.1f} s → {output} "
+               f"(run {run.run_id} in {ledger_file})")
     for label, scores in (("cv", report["cv"]), ("valid", result.valid)):
         for target, s in scores.items():
             click.echo(f"  {label:5} {target:24} corr {s['mean']:+.4f}  std {s['std']:.4f}  "

@@ -32,6 +32,7 @@ from .atomic import atomic_write_parquet, atomic_writer_path, replace_dir
 from .cv import default_embargo, era_splits
 from .eras import eras_in_range
 from .errors import InputError
+from .ledger import Run
 from .lgb_data import row_runs, store_dataset
 from .params import device_params, load_params, split_rounds
 from .predict import (ENSEMBLE, MODEL_JSON, era_offsets_of, model_file, prediction_column, predict_rows,
@@ -190,10 +191,10 @@ def _split_eras(store: EraStore, config: TrainConfig, t_col: int, embargo: int) 
 
 
 def _cross_validate(store, config, target, train, cols, params, rounds, embargo, progress):
-    """Out-of-fold predictions of ``train`` eras, fold summaries, and the median best round."""
+    """Out-of-fold predictions of ``train`` eras, fold summaries with per-era corr, and the median best round."""
     splits = era_splits([store.eras[k] for k in train], config.cv, embargo, config.cv_mode)
     oof = {}
-    folds, best, per_era = [], [], []
+    folds, best, per_era, tested = [], [], [], []
     for i, split in enumerate(splits):
         tr, te = train[split.train], train[split.test]
         booster, corr = fit_booster(store, tr, te, cols, target, params, rounds, config.early_stopping_rounds)
@@ -201,12 +202,14 @@ def _cross_validate(store, config, target, train, cols, params, rounds, embargo,
                                               np.cumsum(np.diff(store.offsets)[te])[:-1])))
         best.append(booster.best_iteration or rounds)
         per_era.append(corr)
+        tested += [store.eras[k] for k in te]
         folds.append({"fold": i, "test_eras": [store.eras[te[0]], store.eras[te[-1]]], "train_eras": len(tr),
                       "best_round": best[-1], **summary_of(corr)})
         if progress:
             progress(f"cv {target}", 1, len(splits))
-    overall = summary_of(np.concatenate(per_era))
-    return oof, {"folds": folds, "overall": overall}, int(np.median(best))
+    scores = np.concatenate(per_era)
+    report = {"folds": folds, "overall": summary_of(scores), "per_era": dict(zip(tested, scores.tolist()))}
+    return oof, report, int(np.median(best))
 
 
 def train_models(store: EraStore, out_dir: str | Path, config: TrainConfig, command: str = "",
@@ -273,3 +276,15 @@ def _write_oof(store: EraStore, path: Path, oof: dict[str, dict[int, np.ndarray]
              "era": pa.array(np.repeat([store.eras[k] for k in eras], np.diff(store.offsets)[era_index]), pa.string()),
              **{k: pa.array(v.astype(np.float32)) for k, v in columns.items()}}
     atomic_write_parquet(path, pa.table(table))
+
+
+def training_run(result: TrainResult, store: EraStore, config: TrainConfig, features: list[str],
+                 command: str) -> Run:
+    """The ledger record of a training: CV and validation summaries, per-era out-of-fold corr."""
+    metrics = {**{f"cv_{t}": r["overall"] for t, r in result.cv.items()},
+               **{f"valid_{t}": s for t, s in result.valid.items()}}
+    per_era = [("oof", t, era, corr) for t, r in result.cv.items() for era, corr in r["per_era"].items()]
+    params = {**config.params, "cv": config.cv, "cv_mode": config.cv_mode, "embargo": config.embargo,
+              "device": result.device, "rounds": result.rounds}
+    return Run("train", command, params, store.fingerprint, result.targets, features, metrics,
+               {"model_dir": str(result.model_dir.resolve())}, per_era)

@@ -14,6 +14,14 @@ from eraflow.engine import IngestOptions, SynthSpec, ingest_files, write_synthet
 SMALL = SynthSpec(eras=24, rows_per_era=60, features=40, targets=4, seed=7)
 
 
+@pytest.fixture(autouse=True)
+def private_ledger(tmp_path, monkeypatch) -> Path:
+    """Runs recorded by tests go to a ledger of their own, never the user's."""
+    path = tmp_path / "ledger.duckdb"
+    monkeypatch.setenv("ERAFLOW_LEDGER", str(path))
+    return path
+
+
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth")

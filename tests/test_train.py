@@ -65,7 +65,8 @@ def test_model_directory_holds_models_meta_and_oof(store, tmp_path):
     meta = json.loads((tmp_path / "m" / "model.json").read_text())
     assert meta["targets"] == ["target", "target_ender_20", "target_cyrus_20"] == result.targets
     assert meta["features"] == store.feature_names and meta["store_fingerprint"] == store.fingerprint
-    assert set(meta["cv"]["target"]) == {"folds", "overall"} and len(meta["cv"]["target"]["folds"]) == 2
+    assert set(meta["cv"]["target"]) == {"folds", "overall", "per_era"} and len(meta["cv"]["target"]["folds"]) == 2
+    assert len(meta["cv"]["target"]["per_era"]) == meta["cv"]["target"]["overall"]["eras"]
     assert meta["valid"]["target"]["eras"] == 2, "0035..0040 minus the 4 unlabeled eras"
     for t in meta["targets"]:
         booster = lgb.Booster(model_file=str(tmp_path / "m" / f"model_{t}.txt"))
