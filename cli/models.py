@@ -59,7 +59,7 @@ def train(store_path, output, targets, feature_set, features, params_spec, cv, e
     store = open_store(store_path)
     with row_progress(quiet) as progress:
         result = train_models(store, output, config, command, progress)
-    run = training_run(result, store, config, load_model(output).features, command)
+    run = training_run(result, store, config, command)
     ledger_file, warning = append_run(run, ledger)
     if warning:
         click.echo(f"warning: {warning}", err=True)

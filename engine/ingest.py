@@ -22,7 +22,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -100,7 +100,6 @@ class IngestResult:
     n_rows: int = 0
     n_eras: int = 0
     seconds: float = 0.0
-    stats: dict = field(default_factory=dict)
 
 
 # -- planning ------------------------------------------------------------------------------------

@@ -106,9 +106,7 @@ def append_run(run: Run, path: str | Path | None = None, timeout: float = LOCK_W
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         con = _connect(path, False, timeout)
-    except LedgerBusyError:
-        raise
-    except duckdb.Error as exc:
+    except duckdb.Error as exc:  # not a lock: _connect turned those into LedgerBusyError
         fallback = path.with_name(f"{path.stem}.fallback-{time.strftime('%Y%m%d-%H%M%S')}.duckdb")
         con = _connect(fallback, False, timeout)
         warning = f"ledger {path} cannot be opened ({str(exc).splitlines()[0][:100]}); run {run.run_id} recorded in {fallback}"

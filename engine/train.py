@@ -26,7 +26,7 @@ import lightgbm as lgb
 import numpy as np
 import pyarrow as pa
 
-from eraflow.kernels import era_summary, numerai_corr
+from eraflow.kernels import numerai_corr
 
 from .atomic import atomic_write_parquet, atomic_writer_path, replace_dir
 from .cv import default_embargo, era_splits
@@ -34,6 +34,7 @@ from .eras import eras_in_range
 from .errors import InputError
 from .ledger import Run
 from .lgb_data import row_runs, store_dataset
+from .metrics import score_summary
 from .params import device_params, load_params, split_rounds
 from .predict import (ENSEMBLE, MODEL_JSON, era_offsets_of, model_file, prediction_column, predict_rows,
                       rank_ensemble)
@@ -163,15 +164,11 @@ def fit_booster(store: EraStore, train_eras: np.ndarray, valid_eras: np.ndarray 
     return booster, numerai_corr(preds, yv, offsets)
 
 
-def summary_of(per_era: np.ndarray) -> dict:
-    s = era_summary(per_era)
-    return {"mean": s.mean, "std": s.std, "sharpe": s.sharpe, "max_drawdown": s.max_drawdown, "eras": s.n_eras}
-
-
 @dataclass
 class TrainResult:
     model_dir: Path
     targets: list[str]
+    features: list[str]
     cv: dict  # target → {"folds": [...], "overall": {...}}
     valid: dict  # target → summary on valid_eras
     rounds: dict  # target → rounds of the final model
@@ -204,11 +201,11 @@ def _cross_validate(store, config, target, train, cols, params, rounds, embargo,
         per_era.append(corr)
         tested += [store.eras[k] for k in te]
         folds.append({"fold": i, "test_eras": [store.eras[te[0]], store.eras[te[-1]]], "train_eras": len(tr),
-                      "best_round": best[-1], **summary_of(corr)})
+                      "best_round": best[-1], **score_summary(corr)})
         if progress:
             progress(f"cv {target}", 1, len(splits))
     scores = np.concatenate(per_era)
-    report = {"folds": folds, "overall": summary_of(scores), "per_era": dict(zip(tested, scores.tolist()))}
+    report = {"folds": folds, "overall": score_summary(scores), "per_era": dict(zip(tested, scores.tolist()))}
     return oof, report, int(np.median(best))
 
 
@@ -242,7 +239,7 @@ def train_models(store: EraStore, out_dir: str | Path, config: TrainConfig, comm
             booster, corr = fit_booster(store, train, valid, cols, target, params, rounds,
                                         config.early_stopping_rounds)
             if corr is not None:
-                valid_report[target] = summary_of(corr)
+                valid_report[target] = score_summary(corr)
             rounds_used[target] = booster.best_iteration or rounds
             booster.save_model(str(tmp / model_file(target)), num_iteration=rounds_used[target])
             if progress:
@@ -259,7 +256,7 @@ def train_models(store: EraStore, out_dir: str | Path, config: TrainConfig, comm
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return TrainResult(out_dir, targets, cv_report, valid_report, rounds_used, device,
+    return TrainResult(out_dir, targets, names, cv_report, valid_report, rounds_used, device,
                        time.perf_counter() - started)
 
 
@@ -278,13 +275,12 @@ def _write_oof(store: EraStore, path: Path, oof: dict[str, dict[int, np.ndarray]
     atomic_write_parquet(path, pa.table(table))
 
 
-def training_run(result: TrainResult, store: EraStore, config: TrainConfig, features: list[str],
-                 command: str) -> Run:
+def training_run(result: TrainResult, store: EraStore, config: TrainConfig, command: str) -> Run:
     """The ledger record of a training: CV and validation summaries, per-era out-of-fold corr."""
     metrics = {**{f"cv_{t}": r["overall"] for t, r in result.cv.items()},
                **{f"valid_{t}": s for t, s in result.valid.items()}}
     per_era = [("oof", t, era, corr) for t, r in result.cv.items() for era, corr in r["per_era"].items()]
     params = {**config.params, "cv": config.cv, "cv_mode": config.cv_mode, "embargo": config.embargo,
               "device": result.device, "rounds": result.rounds}
-    return Run("train", command, params, store.fingerprint, result.targets, features, metrics,
+    return Run("train", command, params, store.fingerprint, result.targets, result.features, metrics,
                {"model_dir": str(result.model_dir.resolve())}, per_era)
