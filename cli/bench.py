@@ -6,7 +6,7 @@ import click
 
 from eraflow.engine.errors import InputError
 
-from .data import _print_json, json_option
+from .data import print_json, json_option
 
 
 @click.group()
@@ -48,7 +48,7 @@ def kernels(eras, rows, features, cols, repeats, baseline_eras, only, as_json):
     size = BenchSize(eras, rows, features, cols, repeats, baseline_eras)
     results = run_kernel_bench(size, only or KERNELS)
     if as_json:
-        _print_json(results)
+        print_json(results)
         return
     click.echo(f"{eras} eras × {rows} rows, {features} features, {cols} prediction column(s); "
                f"numerai-tools timed on {min(eras, baseline_eras)} eras and scaled")

@@ -18,11 +18,11 @@ quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 
 
-def _csv(value: str | None) -> list[str] | None:
+def csv_list(value: str | None) -> list[str] | None:
     return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
 
 
-def _print_json(obj) -> None:
+def print_json(obj) -> None:
     click.echo(json.dumps(obj, indent=1))
 
 
@@ -61,7 +61,7 @@ def synth(out_dir, eras, rows_per_era, features, targets, validation_eras, seed,
         tick = (lambda rows: progress("generating rows", rows, eras * rows_per_era)) if progress else None
         record = write_synthetic(out_dir, spec, tick)
     if as_json:
-        _print_json({k: v for k, v in record.items() if k != "oracle_corr"})
+        print_json({k: v for k, v in record.items() if k != "oracle_corr"})
         return
     for name in record["files"]:
         click.echo(f"{out_dir / name}  {_size((out_dir / name).stat().st_size)}")
@@ -101,19 +101,19 @@ def ingest(paths, features_json, feature_set, features, targets, eras, batch_row
     if len(paths) < 2:
         raise InputError("give at least one source file and the store path: eraflow ingest SRC... STORE")
     *sources, store = paths
-    options = IngestOptions(features=_csv(features), feature_set=feature_set, features_json=features_json,
-                            targets=_csv(targets) or (), eras=eras, batch_rows=batch_rows, engine=engine)
+    options = IngestOptions(features=csv_list(features), feature_set=feature_set, features_json=features_json,
+                            targets=csv_list(targets) or (), eras=eras, batch_rows=batch_rows, engine=engine)
     plan = plan_ingest(sources, options)
     if dry_run:
         if as_json:
-            _print_json(plan.describe())
+            print_json(plan.describe())
         else:
             _print_plan(plan.describe(), store)
         return
     with row_progress(quiet) as progress:
         result = build_store(plan, store, force=force, progress=progress)
     if as_json:
-        _print_json({"store": str(result.store), "status": result.status, "rows": result.n_rows,
+        print_json({"store": str(result.store), "status": result.status, "rows": result.n_rows,
                      "eras": result.n_eras, "seconds": round(result.seconds, 3)})
     elif result.status == "unchanged":
         click.echo(f"{store} is up to date (sources and options unchanged); use --force to rebuild")
@@ -141,7 +141,7 @@ def info(store, as_json):
     """
     summary = store_info(open_store(store))
     if as_json:
-        _print_json(summary)
+        print_json(summary)
         return
     eras = summary["eras"]
     console = Console(highlight=False)

@@ -15,7 +15,7 @@ from eraflow.engine.predictions import write_predictions
 from eraflow.engine.ledger import append_run
 from eraflow.engine.train import TrainConfig, train_models, training_run
 
-from .data import _csv, _print_json, json_option, quiet_option
+from .data import csv_list, print_json, json_option, quiet_option
 from .progress import row_progress
 from .runs import ledger_option
 
@@ -52,7 +52,7 @@ def train(store_path, output, targets, feature_set, features, params_spec, cv, e
       eraflow train store/ -o models/starter --target target --target 'target_*_20' --cv 4 --valid-eras 0575:
     """
     config = TrainConfig(targets=targets or ("target",), feature_set=feature_set,
-                         features=tuple(_csv(features)) if features else None, params=load_params(params_spec),
+                         features=tuple(csv_list(features)) if features else None, params=load_params(params_spec),
                          cv=cv, embargo=embargo, cv_mode=cv_mode, train_eras=train_eras, valid_eras=valid_eras,
                          device=device, seed=seed, early_stopping_rounds=early_stopping)
     command = shlex.join(["eraflow", *sys.argv[1:]])
@@ -68,7 +68,7 @@ def train(store_path, output, targets, feature_set, features, params_spec, cv, e
               "rounds": result.rounds, "cv": {t: r["overall"] for t, r in result.cv.items()}, "valid": result.valid,
               "seconds": round(result.seconds, 2)}
     if as_json:
-        _print_json(report)
+        print_json(report)
         return
     click.echo(f"trained {', '.join(result.targets)} on {result.device} in {result.seconds:.1f} s → {output} "
                f"(run {run.run_id} in {ledger_file})")

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from eraflow.engine.ledger import list_runs, show_run
 
-from .data import _print_json, json_option
+from .data import print_json, json_option
 
 ledger_option = click.option("--ledger", type=click.Path(path_type=Path),
                              help="Ledger file [default: $ERAFLOW_LEDGER or ~/.eraflow/ledger.duckdb].")
@@ -45,7 +45,7 @@ def list_command(ledger, as_json):
     """
     rows = list_runs(ledger)
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     table = Table("run", "kind", "created", "targets", "scores", box=None, pad_edge=False)
     for r in rows:
@@ -66,7 +66,7 @@ def show_command(run_id, ledger, as_json):
     """
     run = show_run(run_id, ledger)
     if as_json:
-        _print_json(run)
+        print_json(run)
         return
     for key in ("run_id", "kind", "created", "command", "store_fingerprint", "targets", "eraflow_version"):
         click.echo(f"{key:18} {run[key]}")

@@ -16,7 +16,7 @@ from eraflow.engine.atomic import atomic_write_parquet
 from eraflow.engine.predictions import align_predictions, write_predictions
 from eraflow.engine.scoring import meta_model_values, neutralize_aligned, score_aligned
 
-from .data import _csv, _print_json, json_option
+from .data import csv_list, print_json, json_option
 
 store_option = click.option("--store", "store_path", required=True, type=click.Path(path_type=Path),
                             help="The store the predictions are for.")
@@ -48,14 +48,14 @@ def score(preds, store_path, targets, meta_model, meta_column, feature_set, per_
       eraflow score preds.parquet --store store/ --target target --meta-model meta_model.parquet
     """
     store = open_store(store_path)
-    aligned = align_predictions(store, preds, _csv(columns))
+    aligned = align_predictions(store, preds, csv_list(columns))
     meta = meta_model_values(store, aligned, meta_model, meta_column) if meta_model else None
     results = [score_aligned(store, aligned, t, meta, feature_set, backend) for t in (targets or ("target",))]
     summary = [row for r in results for row in r.summary()]
     if per_era:
         atomic_write_parquet(per_era, pa.concat_tables([pa.table(r.per_era()) for r in results]))
     if as_json:
-        _print_json(summary)
+        print_json(summary)
         return
     _print_summary(summary)
 
@@ -95,7 +95,7 @@ def neutralize(preds, store_path, feature_set, proportion, output, columns, back
       eraflow neutralize preds.parquet --store store/ --feature-set medium --proportion 0.5 -o neutral.parquet
     """
     store = open_store(store_path)
-    aligned = align_predictions(store, preds, _csv(columns))
+    aligned = align_predictions(store, preds, csv_list(columns))
     values = neutralize_aligned(store, aligned, feature_set, proportion, backend)
     eras = np.repeat(aligned.era_labels(store), np.diff(aligned.offsets))
     write_predictions(output, aligned.ids, eras, {c: values[:, j] for j, c in enumerate(aligned.columns)})
