@@ -14,7 +14,7 @@ from .bench import bench
 from .data import info, ingest, synth
 from .models import predict, train
 from .runs import runs
-from .scores import neutralize, score
+from .scores import evaluate, neutralize, score
 
 
 def _fail(message: str, status: int):
@@ -59,7 +59,7 @@ def cli():
     """
 
 
-for command in (synth, ingest, info, score, neutralize, train, predict, runs, bench):
+for command in (synth, ingest, info, score, evaluate, neutralize, train, predict, runs, bench):
     cli.add_command(command)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -13,10 +14,15 @@ from rich.table import Table
 
 from eraflow.engine import open_store
 from eraflow.engine.atomic import atomic_write_parquet
+from eraflow.engine.evaluate import EvaluateOptions, evaluate_predictions, evaluation_run
+from eraflow.engine.ledger import append_run
+from eraflow.engine.predict import load_model
 from eraflow.engine.predictions import align_predictions, write_predictions
+from eraflow.engine.report import write_report
 from eraflow.engine.scoring import meta_model_values, neutralize_aligned, score_aligned
 
-from .data import csv_list, print_json, json_option
+from .data import csv_list, json_option, print_json
+from .runs import ledger_option
 
 store_option = click.option("--store", "store_path", required=True, type=click.Path(path_type=Path),
                             help="The store the predictions are for.")
@@ -101,3 +107,48 @@ def neutralize(preds, store_path, feature_set, proportion, output, columns, back
     write_predictions(output, aligned.ids, eras, {c: values[:, j] for j, c in enumerate(aligned.columns)})
     click.echo(f"wrote {output}: {len(aligned.rows):,} rows, {len(aligned.era_index)} eras, "
                f"columns {', '.join(aligned.columns)}")
+
+
+@click.command()
+@click.argument("preds", type=click.Path(path_type=Path))
+@store_option
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Report directory to write.")
+@click.option("--target", default="target", show_default=True)
+@click.option("--feature-set", help="Features for exposure, FNC and neutral corr [default: all features].")
+@click.option("--meta-model", type=click.Path(path_type=Path), help="Meta model predictions (id + one column): MMC.")
+@click.option("--benchmark", type=click.Path(path_type=Path), help="Benchmark predictions (id + one column): BMC.")
+@click.option("--eras", help="Era range to evaluate, e.g. 0575:.")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path),
+              help="A MODEL_DIR: adds top features by gain and a SHAP-style summary.")
+@columns_option
+@backend_option
+@ledger_option
+@json_option
+def evaluate(preds, store_path, output, target, feature_set, meta_model, benchmark, eras, model_dir, columns, backend,
+             ledger, as_json):
+    """Evaluate prediction columns era by era and write a report with plots.
+
+    REPORT_DIR gets report.html (self-contained, plots embedded), the PNGs and metrics.json:
+    corr mean/std/sharpe/max drawdown/APY/calmar/autocorrelation/smart sharpe/hit rate, TB200,
+    FNC, neutral corr, feature exposure; MMC and BMC with --meta-model / --benchmark. The run is
+    recorded in the ledger.
+
+    \b
+    Example:
+      eraflow evaluate preds.parquet --store store/ -o report/ --meta-model meta_model.parquet --feature-set medium
+    """
+    store = open_store(store_path)
+    options = EvaluateOptions(target, feature_set, meta_model, benchmark, eras, backend)
+    result = evaluate_predictions(store, preds, options, csv_list(columns))
+    model = load_model(model_dir) if model_dir else None
+    paths = write_report(result, output, store, model)
+    run = evaluation_run(result, store, options, shlex.join(["eraflow", *sys.argv[1:]]), paths)
+    ledger_file, warning = append_run(run, ledger)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
+    summary = result.summary()
+    if as_json:
+        print_json({"report": paths["report"], "run_id": run.run_id, "ledger": str(ledger_file), "summary": summary})
+        return
+    _print_summary(summary)
+    click.echo(f"report: {paths['report']} (run {run.run_id})")

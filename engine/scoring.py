@@ -33,7 +33,7 @@ def era_batches(offsets: np.ndarray, row_bytes: int, budget: int = BATCH_BYTES) 
         k0 = k1
 
 
-def _feature_columns(store: EraStore, features: str | list[str] | None) -> np.ndarray:
+def feature_indices(store: EraStore, features: str | list[str] | None) -> np.ndarray:
     """Column indices of a feature set name, a list of feature names, or all features (None)."""
     if features is None:
         return np.arange(len(store.feature_names))
@@ -50,7 +50,7 @@ def gather_features(store: EraStore, rows: np.ndarray, cols: np.ndarray) -> np.n
     return store.features[rows] if all_cols else store.features[np.ix_(rows, cols)]
 
 
-def _target_column(store: EraStore, target: str) -> int:
+def target_index(store: EraStore, target: str) -> int:
     if target not in store.target_names:
         raise InputError(f"unknown target {target!r}; the store has {', '.join(store.target_names)}")
     return store.target_names.index(target)
@@ -97,8 +97,8 @@ class Scores:
 def score_aligned(store: EraStore, preds: AlignedPredictions, target: str, meta: np.ndarray | None = None,
                   feature_set: str | None = None, backend: str = "auto") -> Scores:
     """numerai_corr, MMC (when ``meta`` is given, aligned with ``preds``) and feature exposure per era."""
-    t_col = _target_column(store, target)
-    cols = _feature_columns(store, feature_set)
+    t_col = target_index(store, target)
+    cols = feature_indices(store, feature_set)
     parts: dict[str, list[np.ndarray]] = {"corr": [], "mmc": [], "max": [], "rms": []}
     for k0, k1 in era_batches(preds.offsets, len(cols)):
         r0, r1 = preds.offsets[k0], preds.offsets[k1]
@@ -134,7 +134,7 @@ def neutralize_aligned(store: EraStore, preds: AlignedPredictions, feature_set: 
                        proportion: float,
                        backend: str = "auto") -> np.ndarray:
     """Per-era neutralization of every prediction column against the store's features."""
-    cols = _feature_columns(store, feature_set)
+    cols = feature_indices(store, feature_set)
     out = np.empty_like(preds.values)
     for k0, k1 in era_batches(preds.offsets, len(cols)):
         r0, r1 = preds.offsets[k0], preds.offsets[k1]

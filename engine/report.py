@@ -1,0 +1,202 @@
+"""The evaluation report: PNG plots, metrics.json and one self-contained HTML page.
+
+The directory is built aside and renamed into place. Plots (matplotlib, Agg backend):
+per-era corr bars, cumulative corr, drawdown, rolling 52-era sharpe, per-era corr box plots
+(one box per column), feature exposure histogram, per-era mean prediction vs mean target, and,
+with a model, top features by gain and a SHAP-style summary from LightGBM's ``pred_contrib``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import shutil
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .atomic import atomic_writer_path, replace_dir  # noqa: E402
+from .evaluate import Evaluation  # noqa: E402
+from .predict import TrainedModel, feature_columns  # noqa: E402
+from .store import EraStore, int8_to_float32  # noqa: E402
+
+ROLLING_ERAS = 52
+SHAP_SAMPLE_ROWS = 2000
+TOP_FEATURES = 20
+
+
+def _cumulative(x: np.ndarray) -> np.ndarray:
+    return np.cumsum(np.nan_to_num(x), axis=0)
+
+
+def _rolling_sharpe(x: np.ndarray, window: int) -> np.ndarray:
+    """mean / std (ddof 0) of the scored eras among the last ``window``, per column; NaN below 2."""
+    out = np.full(x.shape, np.nan)
+    for e in range(window - 1, len(x)):
+        for j in range(x.shape[1]):
+            block = x[e - window + 1:e + 1, j]
+            block = block[~np.isnan(block)]
+            if block.size > 1 and block.std() > 0:
+                out[e, j] = block.mean() / block.std()
+    return out
+
+
+def _era_axis(ax, eras: list[str]) -> None:
+    step = max(1, len(eras) // 10)
+    ax.set_xticks(range(0, len(eras), step), [eras[i] for i in range(0, len(eras), step)], rotation=45, fontsize=7)
+    ax.set_xlabel("era")
+    ax.grid(alpha=0.3)
+
+
+def plot_corr_bars(ev: Evaluation, ax) -> None:
+    corr = ev.per_era["corr"]
+    width = 0.8 / len(ev.columns)
+    for j, name in enumerate(ev.columns):
+        ax.bar(np.arange(len(ev.eras)) + j * width, corr[:, j], width, label=name)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set(title=f"Per-era numerai_corr with {ev.target}", ylabel="corr")
+    _era_axis(ax, ev.eras)
+
+
+def plot_cumulative(ev: Evaluation, ax) -> None:
+    ax.plot(_cumulative(ev.per_era["corr"]), label=ev.columns)
+    ax.set(title="Cumulative per-era corr", ylabel="sum of corr")
+    _era_axis(ax, ev.eras)
+
+
+def plot_drawdown(ev: Evaluation, ax) -> None:
+    cum = _cumulative(ev.per_era["corr"])
+    ax.plot(cum - np.maximum.accumulate(cum, axis=0), label=ev.columns)
+    ax.set(title="Drawdown of cumulative corr", ylabel="corr below running peak")
+    _era_axis(ax, ev.eras)
+
+
+def plot_rolling_sharpe(ev: Evaluation, ax) -> None:
+    window = min(ROLLING_ERAS, max(2, len(ev.eras) // 2))
+    ax.plot(_rolling_sharpe(ev.per_era["corr"], window), label=ev.columns)
+    ax.set(title=f"Rolling {window}-era sharpe of corr", ylabel="mean / std")
+    _era_axis(ax, ev.eras)
+
+
+def plot_corr_boxes(ev: Evaluation, ax) -> None:
+    corr = ev.per_era["corr"]
+    ax.boxplot([c[~np.isnan(c)] for c in corr.T], tick_labels=ev.columns)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set(title="Distribution of per-era corr", ylabel="corr")
+    ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+    ax.grid(alpha=0.3)
+
+
+def plot_exposure_hist(ev: Evaluation, ax) -> None:
+    for j, name in enumerate(ev.columns):
+        values = ev.per_era["exposure_max"][:, j]
+        ax.hist(values[~np.isnan(values)], bins=20, alpha=0.5, label=name)
+    ax.set(title="Max feature exposure per era", xlabel="max |corr| with any feature", ylabel="eras")
+    ax.grid(alpha=0.3)
+
+
+def plot_means(ev: Evaluation, ax) -> None:
+    ax.plot(ev.per_era["pred_mean"], label=[f"{c} (mean prediction)" for c in ev.columns])
+    ax.set(title="Per-era mean prediction and mean target", ylabel="mean prediction")
+    twin = ax.twinx()
+    twin.plot(ev.per_era["target_mean"][:, 0], color="black", ls="--", label=f"mean {ev.target}")
+    twin.set_ylabel(f"mean {ev.target}")
+    twin.legend(loc="lower right", fontsize=7)
+    _era_axis(ax, ev.eras)
+
+
+PLOTS = {"corr_bars": plot_corr_bars, "cumulative_corr": plot_cumulative, "drawdown": plot_drawdown,
+         "rolling_sharpe": plot_rolling_sharpe, "corr_distribution": plot_corr_boxes,
+         "feature_exposure": plot_exposure_hist, "mean_prediction_vs_target": plot_means}
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _draw(plot, ev: Evaluation, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(9, 4))
+    plot(ev, ax)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="best")
+    _save(fig, path)
+
+
+def model_plots(model: TrainedModel, store: EraStore, out: Path) -> list[str]:
+    """Top features by gain, and mean |SHAP| with a value-coloured strip per feature, for the first target."""
+    target = model.targets[0]
+    booster = model.boosters[target]
+    gain = booster.feature_importance("gain")
+    top = np.argsort(gain)[::-1][:TOP_FEATURES]
+    fig, ax = plt.subplots(figsize=(8, 6))
+    ax.barh([model.features[i] for i in top][::-1], gain[top][::-1])
+    ax.set(title=f"Top {len(top)} features by total gain (model for {target})", xlabel="gain")
+    ax.tick_params(axis="y", labelsize=7)
+    _save(fig, out / "feature_gain.png")
+    rows = np.random.default_rng(0).choice(store.n_rows, min(SHAP_SAMPLE_ROWS, store.n_rows), replace=False)
+    x = int8_to_float32(store.features[np.sort(rows)][:, feature_columns(store, model.features)])
+    contrib = booster.predict(x, pred_contrib=True)[:, :-1]
+    order = np.argsort(np.abs(contrib).mean(axis=0))[::-1][:TOP_FEATURES]
+    fig, ax = plt.subplots(figsize=(8, 6))
+    jitter = np.random.default_rng(1).uniform(-0.3, 0.3, len(x))
+    for rank, i in enumerate(order[::-1]):
+        points = ax.scatter(contrib[:, i], rank + jitter, c=x[:, i], cmap="coolwarm", s=4, vmin=0, vmax=4)
+    ax.set_yticks(range(len(order)), [model.features[i] for i in order[::-1]], fontsize=7)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set(title=f"SHAP-style summary: per-row contributions on {len(x):,} sampled rows", xlabel="contribution to prediction")
+    fig.colorbar(points, ax=ax, label="feature value (0..4)")
+    _save(fig, out / "shap_summary.png")
+    return ["feature_gain", "shap_summary"]
+
+
+def _html(ev: Evaluation, summary: list[dict], images: list[str], out: Path) -> str:
+    keys = [k for k in summary[0] if k not in ("prediction", "target")]
+    head = "".join(f"<th>{html.escape(r['prediction'])}</th>" for r in summary)
+    body = "".join(f"<tr><td>{k}</td>" + "".join(f"<td>{_fmt(r.get(k))}</td>" for r in summary) + "</tr>"
+                   for k in keys)
+    figures = "".join(
+        f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode((out / f"{name}.png").read_bytes()).decode()}">'
+        f"<figcaption>{name.replace('_', ' ')}</figcaption></figure>" for name in images)
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>eraflow evaluation</title><style>"
+            "body{font-family:sans-serif;margin:2em;max-width:1000px}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}"
+            "img{max-width:100%}figure{margin:1.5em 0}</style></head><body>"
+            f"<h1>Evaluation against {html.escape(ev.target)}</h1>"
+            f"<p>{len(ev.eras)} eras ({ev.eras[0]} … {ev.eras[-1]}), {len(ev.columns)} prediction column(s). "
+            "APY compounds per-era corr over 52 weekly eras.</p>"
+            f"<table><tr><th>metric</th>{head}</tr>{body}</table>{figures}</body></html>")
+
+
+def _fmt(value) -> str:
+    if isinstance(value, (int, np.integer)):
+        return str(value)
+    return "" if value is None else f"{value:.4f}"
+
+
+def write_report(ev: Evaluation, out_dir: str | Path, store: EraStore, model: TrainedModel | None = None) -> dict:
+    """Write PNGs, metrics.json and report.html into ``out_dir`` (replaced atomically); returns the paths."""
+    out_dir = Path(out_dir)
+    tmp = atomic_writer_path(out_dir)
+    tmp.mkdir(parents=True)
+    try:
+        for name, plot in PLOTS.items():
+            _draw(plot, ev, tmp / f"{name}.png")
+        images = list(PLOTS) + (model_plots(model, store, tmp) if model else [])
+        summary = ev.summary()
+        per_era = {k: {c: v[:, j].tolist() for j, c in enumerate(ev.columns)} for k, v in ev.per_era.items()}
+        (tmp / "metrics.json").write_text(json.dumps({"target": ev.target, "eras": ev.eras, "summary": summary,
+                                                      "per_era": per_era}, indent=1, default=float))
+        (tmp / "report.html").write_text(_html(ev, summary, images, tmp))
+        replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"report": str(out_dir / "report.html"), "metrics": str(out_dir / "metrics.json"),
+            "images": [str(out_dir / f"{n}.png") for n in images]}
