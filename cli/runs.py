@@ -8,7 +8,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from eraflow.engine.ledger import list_runs, show_run
+from eraflow.engine.ledger import compare_runs, list_runs, show_run
+from eraflow.engine.report import plot_runs_cumulative
 
 from .data import print_json, json_option
 
@@ -74,3 +75,28 @@ def show_command(run_id, ledger, as_json):
     click.echo(f"{'artifacts':18} {run['artifacts']}")
     click.echo(f"{'scores':18} {_headline(run['metrics'])}")
     click.echo(f"{'per-era rows':18} {len(run['per_era'])}")
+
+
+@runs.command("compare")
+@click.argument("run_ids", nargs=-1, required=True)
+@click.option("--plot", type=click.Path(path_type=Path), default=Path("runs-compare.png"), show_default=True,
+              help="Where to write the cumulative-corr plot.")
+@ledger_option
+@json_option
+def compare_command(run_ids, plot, ledger, as_json):
+    """Compare runs: their scores side by side and a cumulative-corr plot of them together.
+
+    \b
+    Example:
+      eraflow runs compare 20261121-093000-1a2b3c 20261121-101500-4d5e6f --plot compare.png
+    """
+    runs_ = compare_runs(list(run_ids), ledger)
+    plot_runs_cumulative(runs_, plot)
+    if as_json:
+        print_json([{k: r[k] for k in ("run_id", "kind", "command", "metrics")} for r in runs_] + [{"plot": str(plot)}])
+        return
+    table = Table("run", "kind", "scores", box=None, pad_edge=False)
+    for r in runs_:
+        table.add_row(r["run_id"], r["kind"], _headline(r["metrics"]))
+    Console(highlight=False, width=200).print(table)
+    click.echo(f"plot: {plot}")

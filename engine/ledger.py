@@ -161,3 +161,16 @@ def show_run(run_id: str, path: str | Path | None = None) -> dict:
     run["targets"], run["features"] = list(run["targets"]), list(run["features"])
     run["per_era"] = [{"prediction": p, "target": t, "era": e, "corr": c} for p, t, e, c in eras]
     return run
+
+
+def compare_runs(run_ids: list[str], path: str | Path | None = None) -> list[dict]:
+    """The runs side by side: each with its metrics and per-era corr series ``{(prediction, target): {era: corr}}``."""
+    if len(run_ids) < 2:
+        raise InputError("give at least two run ids to compare")
+    runs = [show_run(run_id, path) for run_id in run_ids]
+    for run in runs:
+        series: dict[str, dict[str, float]] = {}
+        for row in run.pop("per_era"):
+            series.setdefault(f"{run['run_id']} {row['prediction']} ({row['target']})", {})[row["era"]] = row["corr"]
+        run["series"] = series
+    return runs

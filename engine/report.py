@@ -200,3 +200,17 @@ def write_report(ev: Evaluation, out_dir: str | Path, store: EraStore, model: Tr
         raise
     return {"report": str(out_dir / "report.html"), "metrics": str(out_dir / "metrics.json"),
             "images": [str(out_dir / f"{n}.png") for n in images]}
+
+
+def plot_runs_cumulative(runs: list[dict], path: Path) -> None:
+    """Cumulative per-era corr of every series of the compared runs on shared era axes."""
+    eras = sorted({era for run in runs for s in run["series"].values() for era in s})
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for run in runs:
+        for label, series in run["series"].items():
+            values = np.array([np.nan if series.get(e) is None else series[e] for e in eras], dtype=float)
+            ax.plot(_cumulative(values[:, None])[:, 0], label=label)
+    ax.set(title="Cumulative per-era corr of the compared runs", ylabel="sum of corr")
+    _era_axis(ax, eras)
+    ax.legend(fontsize=7)
+    _save(fig, path)

@@ -90,3 +90,19 @@ def test_train_command_appends_a_run(store_path, tmp_path, private_ledger):
     assert run["kind"] == "train" and run["artifacts"]["model_dir"] == str((tmp_path / "m").resolve())
     assert run["metrics"]["cv_target"]["mean"] == pytest.approx(report["cv"]["target"]["mean"])
     assert len(run["per_era"]) == report["cv"]["target"]["eras"]
+
+
+def test_compare_runs_table_and_plot(private_ledger, tmp_path):
+    import matplotlib.image
+
+    first = a_run()
+    second = a_run(per_era=[("prediction", "target", "0002", 0.05), ("prediction", "target", "0003", -0.01)])
+    for run in (first, second):
+        append_run(run)
+    plot = tmp_path / "cmp.png"
+    result = CliRunner().invoke(cli, ["runs", "compare", first.run_id, second.run_id, "--plot", str(plot), "--json"])
+    assert result.exit_code == 0, result.output
+    assert [r["run_id"] for r in json.loads(result.stdout)[:2]] == [first.run_id, second.run_id]
+    assert matplotlib.image.imread(plot).shape[0] > 200
+    alone = CliRunner().invoke(cli, ["runs", "compare", first.run_id])
+    assert alone.exit_code == 2 and "at least two run ids" in alone.stderr
