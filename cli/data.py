@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 from pathlib import Path
 
 import click
@@ -20,6 +22,11 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print machin
 
 def csv_list(value: str | None) -> list[str] | None:
     return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+def command_line() -> str:
+    """The command as typed, for the ledger."""
+    return shlex.join(["eraflow", *sys.argv[1:]])
 
 
 def print_json(obj) -> None:

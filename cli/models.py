@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
 
 import click
@@ -11,11 +9,11 @@ import click
 from eraflow.engine import open_store
 from eraflow.engine.params import DEVICES, load_params
 from eraflow.engine.predict import load_model, predict_table
-from eraflow.engine.predictions import write_predictions
 from eraflow.engine.ledger import append_run
+from eraflow.engine.predictions import write_predictions
 from eraflow.engine.train import TrainConfig, train_models, training_run
 
-from .data import csv_list, print_json, json_option, quiet_option
+from .data import command_line, csv_list, json_option, print_json, quiet_option
 from .progress import row_progress
 from .runs import ledger_option
 
@@ -55,7 +53,7 @@ def train(store_path, output, targets, feature_set, features, params_spec, cv, e
                          features=tuple(csv_list(features)) if features else None, params=load_params(params_spec),
                          cv=cv, embargo=embargo, cv_mode=cv_mode, train_eras=train_eras, valid_eras=valid_eras,
                          device=device, seed=seed, early_stopping_rounds=early_stopping)
-    command = shlex.join(["eraflow", *sys.argv[1:]])
+    command = command_line()
     store = open_store(store_path)
     with row_progress(quiet) as progress:
         result = train_models(store, output, config, command, progress)

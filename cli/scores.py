@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 import sys
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from eraflow.engine.predictions import align_predictions, write_predictions
 from eraflow.engine.report import write_report
 from eraflow.engine.scoring import meta_model_values, neutralize_aligned, score_aligned
 
-from .data import csv_list, json_option, print_json
+from .data import command_line, csv_list, json_option, print_json
 from .runs import ledger_option
 
 store_option = click.option("--store", "store_path", required=True, type=click.Path(path_type=Path),
@@ -142,7 +141,7 @@ def evaluate(preds, store_path, output, target, feature_set, meta_model, benchma
     result = evaluate_predictions(store, preds, options, csv_list(columns))
     model = load_model(model_dir) if model_dir else None
     paths = write_report(result, output, store, model)
-    run = evaluation_run(result, store, options, shlex.join(["eraflow", *sys.argv[1:]]), paths)
+    run = evaluation_run(result, store, options, command_line(), paths)
     ledger_file, warning = append_run(run, ledger)
     if warning:
         click.echo(f"warning: {warning}", err=True)

@@ -20,7 +20,7 @@ import lightgbm as lgb
 import numpy as np
 
 from .atomic import atomic_writer_path
-from .store import FEATURES, EraStore, int8_to_float32
+from .store import FEATURES, EraStore, int8_to_float32, row_runs
 
 # LightGBM's own messages (e.g. "Saving data to binary file") go to this logger, silent unless
 # the application configures logging: library code does not print.
@@ -58,18 +58,6 @@ class StoreRows(lgb.Sequence):
             lo, hi, _ = idx.indices(len(self))
             return self._rows(lo, hi)
         return self._rows(int(idx), int(idx) + 1)[0].astype(np.float64)
-
-
-def row_runs(offsets: np.ndarray, era_index: np.ndarray) -> list[tuple[int, int]]:
-    """Contiguous row ranges covering the given (increasing) eras."""
-    runs: list[tuple[int, int]] = []
-    for k in era_index:
-        lo, hi = int(offsets[k]), int(offsets[k + 1])
-        if runs and runs[-1][1] == lo:
-            runs[-1] = (runs[-1][0], hi)
-        else:
-            runs.append((lo, hi))
-    return runs
 
 
 def _cache_key(store: EraStore, runs, cols, target: str, params: dict) -> str:

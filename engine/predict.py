@@ -13,9 +13,8 @@ from eraflow.kernels import rank
 
 from .eras import eras_in_range
 from .errors import InputError
-from .lgb_data import row_runs
 from .scoring import neutralize_columns
-from .store import EraStore, int8_to_float32
+from .store import EraStore, era_rows, era_subset_offsets, int8_to_float32, row_runs
 
 MODEL_JSON = "model.json"
 ENSEMBLE = "ensemble"
@@ -96,12 +95,6 @@ def rank_ensemble(columns: np.ndarray, offsets: np.ndarray, weights: np.ndarray 
     return ranks @ w / w.sum()
 
 
-def era_offsets_of(store: EraStore, era_index: np.ndarray) -> np.ndarray:
-    """Offsets of the given eras' rows once concatenated."""
-    sizes = np.diff(store.offsets)[era_index]
-    return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-
-
 def predict_model(model: TrainedModel, store: EraStore, era_index: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """``pred_<target>`` per target model (plus ``ensemble`` when several) for the given eras, in store order."""
     era_index = np.arange(store.n_eras) if era_index is None else np.asarray(era_index)
@@ -109,7 +102,8 @@ def predict_model(model: TrainedModel, store: EraStore, era_index: np.ndarray | 
     preds = {prediction_column(t): predict_rows(b, store, era_index, cols) for t, b in model.boosters.items()}
     if len(model.targets) > 1:
         stacked = np.column_stack(list(preds.values()))
-        preds[ENSEMBLE] = rank_ensemble(stacked, era_offsets_of(store, era_index), model.meta.get("ensemble_weights"))
+        offsets = era_subset_offsets(store.offsets, era_index)
+        preds[ENSEMBLE] = rank_ensemble(stacked, offsets, model.meta.get("ensemble_weights"))
     return preds
 
 
@@ -130,6 +124,6 @@ def predict_table(model: TrainedModel, store: EraStore, eras: str | None = None,
     columns = predict_model(model, store, era_index)
     if proportion is not None:
         columns = neutralize_columns(store, columns, era_index, feature_set or model.features, proportion)
-    rows = np.concatenate([np.arange(lo, hi) for lo, hi in row_runs(store.offsets, era_index)])
+    rows = era_rows(store.offsets, era_index)
     labels = np.repeat([store.eras[k] for k in era_index], np.diff(store.offsets)[era_index])
     return PredictionTable(store.ids[rows], labels, columns)

@@ -17,7 +17,7 @@ from eraflow.kernels import correlation_contribution, era_summary, feature_expos
 
 from .errors import InputError
 from .predictions import AlignedPredictions, align_predictions
-from .store import EraStore
+from .store import EraStore, era_rows, era_subset_offsets
 
 BATCH_BYTES = 128 << 20  # int8 feature bytes gathered per batch of eras
 
@@ -147,9 +147,8 @@ def neutralize_aligned(store: EraStore, preds: AlignedPredictions, feature_set: 
 def neutralize_columns(store: EraStore, columns: dict[str, np.ndarray], era_index: np.ndarray,
                        features: str | list[str] | None, proportion: float) -> dict[str, np.ndarray]:
     """Neutralize named columns holding every row of the eras ``era_index`` (in store order)."""
-    sizes = np.diff(store.offsets)[era_index]
-    rows = np.concatenate([np.arange(store.offsets[k], store.offsets[k + 1]) for k in era_index])
+    rows = era_rows(store.offsets, era_index)
     aligned = AlignedPredictions(list(columns), np.column_stack(list(columns.values())), rows,
-                                 np.asarray(era_index), np.concatenate([[0], np.cumsum(sizes)]), store.ids[rows])
+                                 np.asarray(era_index), era_subset_offsets(store.offsets, era_index), store.ids[rows])
     values = neutralize_aligned(store, aligned, features, proportion)
     return {name: values[:, j] for j, name in enumerate(aligned.columns)}

@@ -72,6 +72,28 @@ def _memmap(path: Path, dtype, shape: tuple[int, int]) -> np.ndarray:
     return np.memmap(path, dtype=dtype, mode="r", shape=shape)
 
 
+def row_runs(offsets: np.ndarray, era_index: np.ndarray) -> list[tuple[int, int]]:
+    """Contiguous row ranges covering the given (increasing) eras."""
+    runs: list[tuple[int, int]] = []
+    for k in era_index:
+        lo, hi = int(offsets[k]), int(offsets[k + 1])
+        if runs and runs[-1][1] == lo:
+            runs[-1] = (runs[-1][0], hi)
+        else:
+            runs.append((lo, hi))
+    return runs
+
+
+def era_rows(offsets: np.ndarray, era_index: np.ndarray) -> np.ndarray:
+    """Row numbers of the given (increasing) eras, in store order."""
+    return np.concatenate([np.arange(lo, hi) for lo, hi in row_runs(offsets, era_index)])
+
+
+def era_subset_offsets(offsets: np.ndarray, era_index: np.ndarray) -> np.ndarray:
+    """Offsets of the given eras' rows once concatenated: length len(era_index) + 1."""
+    return np.concatenate([[0], np.cumsum(np.diff(offsets)[era_index])]).astype(np.int64)
+
+
 def int8_to_float32(block: np.ndarray) -> np.ndarray:
     """Feature codes as float32 with missing (-1) → NaN."""
     out = block.astype(np.float32)

@@ -33,12 +33,11 @@ from .cv import default_embargo, era_splits
 from .eras import eras_in_range
 from .errors import InputError
 from .ledger import Run
-from .lgb_data import row_runs, store_dataset
+from .lgb_data import store_dataset
 from .metrics import score_summary
 from .params import device_params, load_params, split_rounds
-from .predict import (ENSEMBLE, MODEL_JSON, era_offsets_of, model_file, prediction_column, predict_rows,
-                      rank_ensemble)
-from .store import EraStore
+from .predict import ENSEMBLE, MODEL_JSON, model_file, prediction_column, predict_rows, rank_ensemble
+from .store import EraStore, era_rows, era_subset_offsets, row_runs
 from .version import eraflow_version
 
 Progress = Callable[[str, int, int], None]
@@ -156,7 +155,7 @@ def fit_booster(store: EraStore, train_eras: np.ndarray, valid_eras: np.ndarray 
         return lgb.train(params, train, rounds), None
     yv = _rows_target(store, valid_eras, t_col)
     valid = store_dataset(store, valid_eras, cols, target, np.nan_to_num(yv, nan=0.5), params, reference=train)
-    offsets = era_offsets_of(store, valid_eras)
+    offsets = era_subset_offsets(store.offsets, valid_eras)
     booster = lgb.train(params, train, rounds, valid_sets=[valid], valid_names=["valid"],
                          feval=era_corr_metric(yv, offsets),
                          callbacks=[lgb.early_stopping(stopping, verbose=False)])
@@ -266,9 +265,10 @@ def _write_oof(store: EraStore, path: Path, oof: dict[str, dict[int, np.ndarray]
     era_index = np.array(eras, dtype=np.int64)
     columns = {prediction_column(t): np.concatenate([o[k] for k in eras]) for t, o in oof.items()}
     if len(columns) > 1:
-        columns[ENSEMBLE] = rank_ensemble(np.column_stack(list(columns.values())), era_offsets_of(store, era_index),
+        offsets = era_subset_offsets(store.offsets, era_index)
+        columns[ENSEMBLE] = rank_ensemble(np.column_stack(list(columns.values())), offsets,
                                           config.ensemble_weights)
-    rows = np.concatenate([np.arange(lo, hi) for lo, hi in row_runs(store.offsets, era_index)])
+    rows = era_rows(store.offsets, era_index)
     table = {"id": pa.array(store.ids[rows], pa.string()),
              "era": pa.array(np.repeat([store.eras[k] for k in eras], np.diff(store.offsets)[era_index]), pa.string()),
              **{k: pa.array(v.astype(np.float32)) for k, v in columns.items()}}
