@@ -113,7 +113,8 @@ def neutralize(preds, store_path, feature_set, proportion, output, columns, back
 @store_option
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Report directory to write.")
 @click.option("--target", default="target", show_default=True)
-@click.option("--feature-set", help="Features for exposure, FNC and neutral corr [default: all features].")
+@click.option("--feature-set", help="Features for exposure, FNC and neutral corr [default: all for exposure, and "
+              "'fncv3_features' (Numerai's FNCv3) for FNC and neutral corr when the store has it].")
 @click.option("--meta-model", type=click.Path(path_type=Path), help="Meta model predictions (id + one column): MMC.")
 @click.option("--benchmark", type=click.Path(path_type=Path), help="Benchmark predictions (id + one column): BMC.")
 @click.option("--eras", help="Era range to evaluate, e.g. 0575:.")

@@ -14,22 +14,22 @@ from pathlib import Path
 
 import numpy as np
 
-from eraflow.kernels import (correlation_contribution, era_summary, feature_exposure, feature_neutral_corr,
-                             neutral_correlation, numerai_corr, pearson)
+from eraflow.kernels import (correlation_contribution, era_summary, feature_exposure, neutral_scores, numerai_corr,
+                             pearson)
 
 from .eras import eras_in_range
 from .errors import InputError
 from .ledger import Run
 from .metrics import score_summary, top_bottom_corr
 from .predictions import AlignedPredictions, align_predictions
-from .scoring import feature_indices, target_index, era_batches, gather_features, meta_model_values
-from .store import EraStore
+from .scoring import era_batches, feature_indices, gather_features, meta_model_values, target_index
+from .store import FNC_FEATURE_SET, EraStore
 
 
 @dataclass(frozen=True)
 class EvaluateOptions:
     target: str = "target"
-    feature_set: str | None = None  # features for exposure, FNC and neutral corr (default: all)
+    feature_set: str | None = None  # features for exposure, FNC and neutral corr (default: see neutral_feature_set)
     meta_model: Path | None = None
     benchmark: Path | None = None
     eras: str | None = None
@@ -44,6 +44,7 @@ class Evaluation:
     eras: list[str]
     target: str
     per_era: dict[str, np.ndarray] = field(default_factory=dict)
+    feature_sets: dict[str, str] = field(default_factory=dict)  # {"exposure": name, "neutral": name}
 
     def summary(self) -> list[dict]:
         rows = []
@@ -93,6 +94,7 @@ def evaluate_predictions(store: EraStore, path: str | Path, options: EvaluateOpt
         preds = _keep_eras(preds, keep)
     t_col = target_index(store, options.target)
     cols = feature_indices(store, options.feature_set)
+    neutral_cols = feature_indices(store, neutral_feature_set(store, options))
     extra = {name: meta_model_values(store, preds, p, None)
              for name, p in (("meta", options.meta_model), ("benchmark", options.benchmark)) if p}
     parts: dict[str, list[np.ndarray]] = {}
@@ -103,10 +105,10 @@ def evaluate_predictions(store: EraStore, path: str | Path, options: EvaluateOpt
         t = store.targets[preds.rows[r0:r1], t_col].astype(np.float64)
         f = gather_features(store, preds.rows[r0:r1], cols)
         exposure = feature_exposure(x, f, off, backend=options.backend)
-        batch = {"corr": numerai_corr(x, t, off, backend=options.backend),
-                 "tb200": np.column_stack([top_bottom_corr(x[:, j], t, off) for j in range(x.shape[1])]),
-                 "fnc": feature_neutral_corr(x, f, t, off, backend=options.backend),
-                 "neutral_corr": neutral_correlation(x, f, t, off, backend=options.backend),
+        f_neutral = f if np.array_equal(cols, neutral_cols) else gather_features(store, preds.rows[r0:r1], neutral_cols)
+        neutral = neutral_scores(x, f_neutral, t, off, backend=options.backend)
+        batch = {"corr": numerai_corr(x, t, off, backend=options.backend), "tb200": top_bottom_corr(x, t, off),
+                 "fnc": neutral.fnc, "neutral_corr": neutral.neutral_corr,
                  "exposure_max": exposure.max_abs, "exposure_rms": exposure.rms,
                  "pred_mean": _era_means(x, off), "target_mean": np.repeat(_era_means(t[:, None], off), x.shape[1], 1)}
         for name, values in extra.items():
@@ -118,14 +120,24 @@ def evaluate_predictions(store: EraStore, path: str | Path, options: EvaluateOpt
         for key, value in batch.items():
             parts.setdefault(key, []).append(value)
     per_era = {k: np.concatenate(v) for k, v in parts.items()}
-    return Evaluation(preds.columns, preds.era_labels(store), options.target, per_era)
+    feature_sets = {"exposure": options.feature_set or "all", "neutral": neutral_feature_set(store, options) or "all"}
+    return Evaluation(preds.columns, preds.era_labels(store), options.target, per_era, feature_sets)
+
+
+def neutral_feature_set(store: EraStore, options: EvaluateOptions) -> str | None:
+    """Features FNC and neutral corr neutralize against: ``--feature-set`` if given, else Numerai's
+    ``fncv3_features`` (their FNCv3) when the store has it, else all features (None)."""
+    if options.feature_set or FNC_FEATURE_SET not in store.feature_sets:
+        return options.feature_set
+    return FNC_FEATURE_SET
 
 
 def evaluation_run(ev: Evaluation, store: EraStore, options: EvaluateOptions, command: str, artifacts: dict) -> Run:
     """The ledger record of an evaluation: summaries per column and per-era corr."""
     per_era = [(c, ev.target, era, float(ev.per_era["corr"][k, j]))
                for j, c in enumerate(ev.columns) for k, era in enumerate(ev.eras)]
-    params = {"feature_set": options.feature_set, "eras": options.eras,
+    params = {"feature_set": options.feature_set, "neutral_feature_set": neutral_feature_set(store, options),
+              "eras": options.eras,
               "meta_model": str(options.meta_model) if options.meta_model else None,
               "benchmark": str(options.benchmark) if options.benchmark else None}
     features = store.feature_sets.get(options.feature_set, store.feature_names) if options.feature_set else store.feature_names

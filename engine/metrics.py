@@ -13,7 +13,6 @@ Conventions (per-era scores ``c_e`` in era order; NaN eras are left out):
 from __future__ import annotations
 
 import numpy as np
-
 from eraflow.kernels import era_summary, gaussianize, power
 
 WEEKS_PER_YEAR = 52
@@ -71,23 +70,41 @@ def top_bottom_corr(pred: np.ndarray, target: np.ndarray, offsets: np.ndarray, t
     """numerai-tools ``numerai_corr(..., top_bottom=N)`` per era: the transformed predictions
     ``power(gauss(rank(pred)), 1.5)`` and target ``power(t − mean t, 1.5)`` over the rows with
     both present, then Pearson on the N highest and N lowest predictions. Eras with at most 2N
-    such rows use every row once. Returns (n_eras,).
+    such rows use every row once. ``pred`` (n,) or (n, m); returns (n_eras,) or (n_eras, m).
     """
     pred = np.asarray(pred, dtype=np.float64)
+    x = pred[:, None] if pred.ndim == 1 else pred
     target = np.asarray(target, dtype=np.float64)
-    out = np.full(len(offsets) - 1, np.nan)
-    kept = np.where(np.isnan(target), np.nan, pred)
-    p = power(gaussianize(kept, offsets), 1.5)
+    out = np.full((len(offsets) - 1, x.shape[1]), np.nan)
+    p = power(gaussianize(np.where(np.isnan(target)[:, None], np.nan, x), offsets), 1.5)
     for k in range(len(offsets) - 1):
         lo, hi = offsets[k], offsets[k + 1]
         t = target[lo:hi]
-        t = power(t - np.nanmean(t), 1.5) if np.isfinite(t).any() else t
-        rows = np.flatnonzero(np.isfinite(p[lo:hi]) & np.isfinite(t))
-        if rows.size < 2:
+        if not np.isfinite(t).any():
             continue
-        order = rows[np.argsort(p[lo:hi][rows], kind="stable")]
-        chosen = order if rows.size <= 2 * top_bottom else np.concatenate([order[:top_bottom], order[-top_bottom:]])
-        a, b = p[lo:hi][chosen], t[chosen]
-        if a.std() > 0 and b.std() > 0:
-            out[k] = np.corrcoef(a, b)[0, 1]
-    return out
+        t = power(t - np.nanmean(t), 1.5)
+        block = p[lo:hi][np.isfinite(t)]
+        if np.isfinite(block).all():  # the same rows for every column: all columns at once
+            out[k] = _tail_corr(block, t[np.isfinite(t)], top_bottom)
+            continue
+        for j in range(x.shape[1]):
+            rows = np.isfinite(p[lo:hi, j]) & np.isfinite(t)
+            out[k, j] = _tail_corr(p[lo:hi, j][rows, None], t[rows], top_bottom)[0]
+    return out[:, 0] if pred.ndim == 1 else out
+
+
+def _tail_corr(p: np.ndarray, t: np.ndarray, top_bottom: int) -> np.ndarray:
+    """Per column of ``p (n, m)``: Pearson with ``t (n,)`` over the rows of its ``top_bottom``
+    lowest and highest values (every row when n ≤ 2·top_bottom); NaN below 2 rows or when constant."""
+    if len(p) < 2:
+        return np.full(p.shape[1], np.nan)
+    if len(p) > 2 * top_bottom:
+        order = np.argsort(p, axis=0, kind="stable")
+        chosen = np.concatenate([order[:top_bottom], order[-top_bottom:]])
+        p, t = np.take_along_axis(p, chosen, axis=0), t[chosen]
+    else:
+        t = np.broadcast_to(t[:, None], p.shape)
+    pc, tc = p - p.mean(axis=0), t - t.mean(axis=0)
+    p_ss, t_ss = (pc * pc).sum(axis=0), (tc * tc).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((p_ss > 0) & (t_ss > 0), (pc * tc).sum(axis=0) / np.sqrt(p_ss * t_ss), np.nan)

@@ -170,7 +170,9 @@ def _html(ev: Evaluation, summary: list[dict], images: list[str], out: Path) -> 
             "img{max-width:100%}figure{margin:1.5em 0}</style></head><body>"
             f"<h1>Evaluation against {html.escape(ev.target)}</h1>"
             f"<p>{len(ev.eras)} eras ({ev.eras[0]} … {ev.eras[-1]}), {len(ev.columns)} prediction column(s). "
-            "APY compounds per-era corr over 52 weekly eras.</p>"
+            "APY compounds per-era corr over 52 weekly eras. Feature exposure against the feature set "
+            f"{html.escape(ev.feature_sets.get('exposure', 'all'))!r}, FNC and neutral corr against "
+            f"{html.escape(ev.feature_sets.get('neutral', 'all'))!r}.</p>"
             f"<table><tr><th>metric</th>{head}</tr>{body}</table>{figures}</body></html>")
 
 
@@ -191,7 +193,8 @@ def write_report(ev: Evaluation, out_dir: str | Path, store: EraStore, model: Tr
         images = list(PLOTS) + (model_plots(model, store, tmp) if model else [])
         summary = ev.summary()
         per_era = {k: {c: v[:, j].tolist() for j, c in enumerate(ev.columns)} for k, v in ev.per_era.items()}
-        (tmp / "metrics.json").write_text(json.dumps({"target": ev.target, "eras": ev.eras, "summary": summary,
+        (tmp / "metrics.json").write_text(json.dumps({"target": ev.target, "eras": ev.eras,
+                                                      "feature_sets": ev.feature_sets, "summary": summary,
                                                       "per_era": per_era}, indent=1, default=float))
         (tmp / "report.html").write_text(_html(ev, summary, images, tmp))
         replace_dir(tmp, out_dir)

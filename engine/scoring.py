@@ -46,7 +46,7 @@ def gather_features(store: EraStore, rows: np.ndarray, cols: np.ndarray) -> np.n
     all_cols = np.array_equal(cols, np.arange(store.features.shape[1]))
     if rows[-1] - rows[0] + 1 == len(rows):  # contiguous: a view of the memmap
         block = store.features[rows[0]:rows[-1] + 1]
-        return block if all_cols else block[:, cols]
+        return block if all_cols else block.take(cols, axis=1)
     return store.features[rows] if all_cols else store.features[np.ix_(rows, cols)]
 
 

@@ -29,6 +29,7 @@ FORMAT = "eraflow-store"
 FORMAT_VERSION = 1
 META, FEATURES, TARGETS, OFFSETS, IDS = "meta.json", "features.i8", "targets.f32", "offsets.i64", "ids.parquet"
 MISSING = -1  # int8 code of a missing feature value
+FNC_FEATURE_SET = "fncv3_features"  # the features.json set behind Numerai's FNCv3 (feature-neutral corr)
 BATCH_BYTES = 64 << 20  # default float32 bytes per batch from EraStore.batches
 
 

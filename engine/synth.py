@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from .atomic import atomic_write_json, atomic_writer_path
 from .errors import InputError
+from .store import FNC_FEATURE_SET
 
 GROUPS = ("intelligence", "charisma", "strength", "dexterity", "constitution",
           "wisdom", "agility", "serenity", "sunshine", "rain")
@@ -33,6 +34,7 @@ TARGET_VALUES = np.array([0.0, 0.25, 0.5, 0.75, 1.0], dtype=np.float32)
 TARGET_SHARES = np.array([0.05, 0.20, 0.50, 0.20, 0.05])
 # Standard normal quintile edges: equal-share feature bins 0..4.
 FEATURE_EDGES = np.array([-0.8416212, -0.2533471, 0.2533471, 0.8416212], dtype=np.float32)
+FNCV3_SHARE = (416, 2376)  # Numerai's fncv3_features: 416 of v5's 2376 features
 ROW_GROUP_ROWS = 50_000  # rows per parquet row group (whole eras, at least one)
 
 
@@ -216,7 +218,10 @@ def features_json(spec: SynthSpec, model: _Model) -> dict:
     small_n = max(2, spec.features // 20)
     small = sorted(signal[: small_n // 2] + rest[: small_n - small_n // 2])
     medium = sorted(set(signal) | set(rest[: max(small_n, spec.features // 3) - len(signal)]))
-    sets = {"small": small, "medium": medium, "all": names}
+    fncv3_n = max(2, spec.features * FNCV3_SHARE[0] // FNCV3_SHARE[1])
+    fncv3_signal = signal[: fncv3_n // 2]
+    fncv3 = sorted(fncv3_signal + rest[: fncv3_n - len(fncv3_signal)])
+    sets = {"small": small, "medium": medium, FNC_FEATURE_SET: fncv3, "all": names}
     for g in GROUPS:
         members = [n for i, n in enumerate(names) if feature_group(spec, i) == g]
         if members:

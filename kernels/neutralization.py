@@ -27,12 +27,27 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _numba_linalg
-from ._checks import columns, era_offsets, feature_matrix, finite_number, one_column, row_dtype, shaped
+from ._checks import (
+    columns,
+    era_offsets,
+    feature_matrix,
+    finite_number,
+    one_column,
+    row_dtype,
+    shaped,
+)
 from ._eras import map_eras, map_rows
 from ._xp_linalg import exposure_block, neutralize_block
 from .backend import array_namespace, resolve_backend
 from .correlation import correlation_columns, numerai_corr_columns
 from .ranking import ranks
+
+
+class NeutralScores(NamedTuple):
+    """Per-era feature-neutral scores; each field (n_eras,) or (n_eras, m)."""
+
+    fnc: np.ndarray  # feature_neutral_corr
+    neutral_corr: np.ndarray  # neutral_correlation
 
 
 class FeatureExposure(NamedTuple):
@@ -185,6 +200,35 @@ def neutral_correlation(predictions, features, target, offsets, *, backend: str 
     gauss = ranks(np.where(kept[:, None], x, np.nan), offsets, False, True, backend)
     residual = neutralized(gauss, feats, offsets, kept, 1.0, backend)
     return shaped(correlation_columns(residual, t, offsets, False, backend), one_d)
+
+
+def neutral_scores(predictions, features, target, offsets, *, backend: str = "auto") -> NeutralScores:
+    """:func:`feature_neutral_corr` and :func:`neutral_correlation` together, from one neutralization.
+
+    Both neutralize ``gaussianize(rank(pred))`` against the features, FNC over the rows with a
+    prediction and neutral correlation over those that also have a target; in eras where those
+    rows are the same (every era whose targets are all present) one neutralization serves both,
+    and only the other eras are neutralized a second time.
+
+    Parameters and shapes as :func:`feature_neutral_corr`; returns ``NeutralScores(fnc, neutral_corr)``.
+    """
+    x, one_d = columns(predictions, "predictions")
+    offsets = era_offsets(offsets, len(x))
+    feats = feature_matrix(features, len(x))
+    t = one_column(target, "target", len(x))
+    backend = resolve_backend(backend)
+    kept = ~np.isnan(x).any(axis=1)
+    gauss = ranks(np.where(kept[:, None], x, np.nan), offsets, False, True, backend)
+    residual = neutralized(gauss, feats, offsets, kept, 1.0, backend)
+    fnc = numerai_corr_columns(residual, t, offsets, backend)
+    neutral = correlation_columns(residual, t, offsets, False, backend)
+    dropped = np.concatenate([[0], np.cumsum(kept & np.isnan(t[:, 0]))])
+    redo = dropped[offsets[1:]] > dropped[offsets[:-1]]  # eras where some predicted row lacks a target
+    if redo.any():
+        rows = np.repeat(redo, np.diff(offsets))
+        sub_offsets = np.concatenate([[0], np.cumsum(np.diff(offsets)[redo])])
+        neutral[redo] = neutral_correlation(x[rows], feats[rows], t[rows, 0], sub_offsets, backend=backend)
+    return NeutralScores(shaped(fnc, one_d), shaped(neutral, one_d))
 
 
 def neutralized(x: np.ndarray, features: np.ndarray, offsets: np.ndarray, kept: np.ndarray,

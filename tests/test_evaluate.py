@@ -13,14 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from numerai_tools import scoring as nt
-
 from eraflow.cli import cli
 from eraflow.engine import open_store
 from eraflow.engine.evaluate import EvaluateOptions, evaluate_predictions
 from eraflow.engine.ledger import show_run
 from eraflow.engine.metrics import score_summary
 from eraflow.engine.report import PLOTS
+from numerai_tools import scoring as nt
 
 
 @pytest.fixture
@@ -62,6 +61,19 @@ def test_per_era_metrics_match_numerai_tools(store_path, synth_dir, preds_file):
     assert {k: row[k] for k in score_summary(ev.per_era["corr"][:, 0])} == score_summary(ev.per_era["corr"][:, 0])
     assert row["max_feature_exposure"] == pytest.approx(np.nanmean(ev.per_era["exposure_max"][:, 0]))
     assert {"mmc_mean", "corr_with_meta_model", "apy", "smart_sharpe", "tb200_sharpe"} <= set(row)
+
+
+def test_fnc_defaults_to_numerais_fncv3_set_and_exposure_to_all_features(store_path, preds_file):
+    store = open_store(store_path)
+    default = evaluate_predictions(store, preds_file)
+    fncv3 = evaluate_predictions(store, preds_file, EvaluateOptions(feature_set="fncv3_features"))
+    every = evaluate_predictions(store, preds_file, EvaluateOptions(feature_set="all"))
+    assert default.feature_sets == {"exposure": "all", "neutral": "fncv3_features"}
+    assert 2 <= len(store.feature_sets["fncv3_features"]) < len(store.feature_names)
+    for key in ("fnc", "neutral_corr"):
+        np.testing.assert_array_equal(default.per_era[key], fncv3.per_era[key])
+        assert not np.allclose(default.per_era[key], every.per_era[key], equal_nan=True)
+    np.testing.assert_array_equal(default.per_era["exposure_max"], every.per_era["exposure_max"])
 
 
 def test_report_files_decode_and_the_run_is_recorded(store_path, synth_dir, preds_file, tmp_path, private_ledger):

@@ -11,12 +11,20 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from eraflow import kernels
 from numerai_tools import scoring
 
-from eraflow import kernels
 from tests.test_kernels_cases import (
-    BACKENDS, assert_matches, frame, mixed_case, nt_contribution_column, nt_numerai_corr_column, per_era_rows,
-    per_era_scores, quiet, series,
+    BACKENDS,
+    assert_matches,
+    frame,
+    mixed_case,
+    nt_contribution_column,
+    nt_numerai_corr_column,
+    per_era_rows,
+    per_era_scores,
+    quiet,
+    series,
 )
 
 CASE = mixed_case()
@@ -126,22 +134,33 @@ def test_neutralize_float_features(backend):
     assert_matches(got[1:], expected[1:, 0], f"neutralize 1-D with float features on {backend}")
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_feature_neutral_corr(backend):
-    expected = per_era_scores(CASE, lambda rows, index: scoring.feature_neutral_corr(
+def nt_feature_neutral(score):
+    """numerai-tools ``score(predictions, features, target)`` per regressed era of the case."""
+    return per_era_scores(CASE, lambda rows, index: score(
         frame(CASE.predictions[rows], index), frame(CASE.feature_values[rows], index),
         series(CASE.target[rows], index, "target")), REGRESSED)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_feature_neutral_corr(backend):
     got = kernels.feature_neutral_corr(CASE.predictions, CASE.codes, CASE.target, CASE.offsets, backend=backend)
-    assert_matches(got[REGRESSED], expected, f"feature_neutral_corr on {backend}")
+    assert_matches(got[REGRESSED], nt_feature_neutral(scoring.feature_neutral_corr),
+                   f"feature_neutral_corr on {backend}")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_neutral_correlation(backend):
-    expected = per_era_scores(CASE, lambda rows, index: scoring.neutral_correlation(
-        frame(CASE.predictions[rows], index), frame(CASE.feature_values[rows], index),
-        series(CASE.target[rows], index, "target")), REGRESSED)
     got = kernels.neutral_correlation(CASE.predictions, CASE.codes, CASE.target, CASE.offsets, backend=backend)
-    assert_matches(got[REGRESSED], expected, f"neutral_correlation on {backend}")
+    assert_matches(got[REGRESSED], nt_feature_neutral(scoring.neutral_correlation), f"neutral_correlation on {backend}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_neutral_scores_give_both_from_one_call(backend):
+    assert np.isnan(CASE.target).any()  # some eras need the second neutralization
+    got = kernels.neutral_scores(CASE.predictions, CASE.codes, CASE.target, CASE.offsets, backend=backend)
+    assert_matches(got.fnc[REGRESSED], nt_feature_neutral(scoring.feature_neutral_corr), f"fnc on {backend}")
+    assert_matches(got.neutral_corr[REGRESSED], nt_feature_neutral(scoring.neutral_correlation),
+                   f"neutral_corr on {backend}")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -5,9 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from eraflow.engine.metrics import (
+    apy,
+    autocorrelation,
+    hit_rate,
+    score_summary,
+    smart_sharpe,
+    top_bottom_corr,
+)
 from numerai_tools import scoring as nt
-
-from eraflow.engine.metrics import apy, autocorrelation, hit_rate, score_summary, smart_sharpe, top_bottom_corr
 
 SERIES = np.array([0.02, -0.01, np.nan, 0.03, 0.01, -0.02])
 
@@ -60,3 +66,15 @@ def test_top_bottom_corr_drops_rows_without_target():
     got = top_bottom_corr(pred, with_nan, np.array([0, 900]))
     want = top_bottom_corr(pred[~missing], target[~missing], np.array([0, (~missing).sum()]))
     np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_top_bottom_corr_of_columns_equals_one_column_at_a_time():
+    rng = np.random.default_rng(7)
+    offsets = np.array([0, 700, 1000, 1001])
+    pred = np.round(rng.normal(size=(1001, 3)), 1)
+    pred[rng.random(1001) < 0.05, 1] = np.nan  # column 1 misses rows the others have
+    target = np.where(rng.random(1001) < 0.1, np.nan, rng.choice([0, .25, .5, .75, 1.0], 1001))
+    got = top_bottom_corr(pred, target, offsets)
+    assert got.shape == (3, 3)
+    for j in range(3):
+        np.testing.assert_allclose(got[:, j], top_bottom_corr(pred[:, j], target, offsets), rtol=1e-12, equal_nan=True)
