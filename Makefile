@@ -18,15 +18,7 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/eraflow synth $(DEMO)/data --eras 120 --rows-per-era 400 --features 300 --seed 0
-	$(BIN)/eraflow ingest $(DEMO)/data/train.parquet $(DEMO)/data/validation.parquet $(DEMO)/store \
-		--features-json $(DEMO)/data/features.json --feature-set all --targets 'target*'
-	$(BIN)/eraflow info $(DEMO)/store
-	$(BIN)/eraflow train $(DEMO)/store -o $(DEMO)/model --params examples/demo_params.toml \
-		--target 'target_*_20' --cv 3 --valid-eras 0091: --ledger $(DEMO)/ledger.duckdb
-	$(BIN)/eraflow predict $(DEMO)/model $(DEMO)/store -o $(DEMO)/validation_preds.parquet --eras 0091:
-	$(BIN)/eraflow score $(DEMO)/validation_preds.parquet --store $(DEMO)/store \
-		--meta-model $(DEMO)/data/meta_model.parquet --feature-set medium
+	$(BIN)/eraflow run examples/demo.toml --ledger $(DEMO)/ledger.duckdb
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

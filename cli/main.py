@@ -12,7 +12,10 @@ from eraflow.engine.version import eraflow_version
 
 from .bench import bench
 from .data import info, ingest, synth
+from .live import export, live
 from .models import predict, train
+from .numerai import download, submit
+from .pipeline import run
 from .runs import runs
 from .scores import evaluate, neutralize, score
 
@@ -59,7 +62,8 @@ def cli():
     """
 
 
-for command in (synth, ingest, info, score, evaluate, neutralize, train, predict, runs, bench):
+for command in (synth, ingest, info, score, evaluate, neutralize, train, predict, live, export, run, runs, bench, download,
+                submit):
     cli.add_command(command)
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
-
 from eraflow.kernels import rank
 
 from .eras import eras_in_range
@@ -107,6 +106,13 @@ def predict_model(model: TrainedModel, store: EraStore, era_index: np.ndarray | 
     return preds
 
 
+def era_positions(store: EraStore, eras: str | None) -> np.ndarray:
+    """Indices of the store eras in range ``eras`` (all when None)."""
+    if eras is None:
+        return np.arange(store.n_eras)
+    return np.array([store.eras.index(e) for e in eras_in_range(store.eras, eras)], dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class PredictionTable:
     """Predictions of some eras in store order: ``ids``, ``eras`` (per row) and named columns."""
@@ -119,8 +125,7 @@ class PredictionTable:
 def predict_table(model: TrainedModel, store: EraStore, eras: str | None = None, proportion: float | None = None,
                   feature_set: str | None = None) -> PredictionTable:
     """Predict the eras in range ``eras`` (default all); optionally neutralize each column per era."""
-    era_index = np.arange(store.n_eras) if eras is None else np.array(
-        [store.eras.index(e) for e in eras_in_range(store.eras, eras)], dtype=np.int64)
+    era_index = era_positions(store, eras)
     columns = predict_model(model, store, era_index)
     if proportion is not None:
         columns = neutralize_columns(store, columns, era_index, feature_set or model.features, proportion)

@@ -1,0 +1,102 @@
+"""Numerai commands: ``download`` (dataset files) and ``submit`` (validate, then upload predictions)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+from eraflow.engine.numerai import (
+    DATASET_FILES,
+    DEFAULT_KEYS,
+    download_datasets,
+    load_credentials,
+    numerai_client,
+    submit_predictions,
+)
+from eraflow.engine.submission import read_live_ids
+
+from .data import _size, csv_list, json_option, print_json, quiet_option
+
+
+def make_client(*, auth: bool, progress_bars: bool = False):
+    """The real numerapi client; anonymous when ``auth`` is False and no credentials are configured."""
+    credentials = load_credentials(required=auth)
+    # eraflow reports API failures itself, on one line: keep numerapi's log lines off stderr
+    logging.getLogger("numerapi").setLevel(logging.CRITICAL)
+    return numerai_client(credentials, show_progress_bars=progress_bars)
+
+
+client_factory = make_client  # tests replace this hook with a fake client's factory
+
+
+def _show_progress(quiet: bool) -> bool:
+    return not quiet and sys.stderr.isatty()
+
+
+@click.command()
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--version", "version", default="v5.2", show_default=True, help="Numerai dataset version.")
+@click.option("--files", "files", default=",".join(DEFAULT_KEYS), show_default=True,
+              help=f"Comma-separated files to fetch, from: {', '.join(DATASET_FILES)}.")
+@quiet_option
+@json_option
+def download(out_dir, version, files, quiet, as_json):
+    """Download Numerai dataset files into OUT_DIR, resuming interrupted downloads.
+
+    Files already in OUT_DIR are kept; live.parquet (and live benchmarks) are fetched again
+    when a new round has started. A file appears under its final name only once complete.
+    Credentials are optional here (NUMERAI_PUBLIC_ID / NUMERAI_SECRET_KEY or
+    ~/.eraflow/numerai.toml are used when set).
+
+    \b
+    Example:
+      eraflow download data/ --version v5.2 --files train,validation,live,features,benchmarks
+    """
+    keys = csv_list(files) or []
+    progress_bars = _show_progress(quiet)
+    client = client_factory(auth=False, progress_bars=progress_bars)
+    announce = (lambda name: click.echo(f"downloading {name} …", err=True)) if progress_bars else None
+    results = download_datasets(client, out_dir, version, keys, progress=announce)
+    if as_json:
+        print_json({"version": version, "files": [
+            {"name": r.name, "path": str(r.path), "bytes": r.bytes,
+             "status": "present" if r.skipped else "downloaded", "round": r.round} for r in results]})
+        return
+    width = max(len(r.name) for r in results)
+    for r in results:
+        click.echo(f"{r.name:<{width}}  {_size(r.bytes):>10}  {'present' if r.skipped else 'downloaded'}")
+
+
+@click.command()
+@click.argument("preds", type=click.Path(path_type=Path))
+@click.option("--model", "model_name", required=True, help="Model name in your Numerai account.")
+@click.option("--live", "live_path", required=True, type=click.Path(path_type=Path),
+              help="This round's live.parquet: the ids the predictions must cover.")
+@click.option("--dry-run", is_flag=True, help="Validate only; upload nothing (no credentials needed).")
+@json_option
+def submit(preds, model_name, live_path, dry_run, as_json):
+    """Validate PREDS (parquet or CSV: id, prediction) as Numerai does, then upload it for --model.
+
+    The rules are numerai-tools': columns exactly id and prediction (or probability), every live
+    id once, values in [0, 1] without NaN and not constant; rows with non-live ids are dropped.
+    An invalid file is never uploaded. Credentials: NUMERAI_PUBLIC_ID / NUMERAI_SECRET_KEY or
+    ~/.eraflow/numerai.toml (chmod 600).
+
+    \b
+    Example:
+      eraflow submit preds.parquet --model my_model --live data/live.parquet --dry-run
+    """
+    live_ids = read_live_ids(live_path)
+    client = None if dry_run else (lambda: client_factory(auth=True))
+    result = submit_predictions(client, preds, model_name, live_ids, dry_run=dry_run)
+    if as_json:
+        print_json({"model": result.model_name, "model_id": result.model_id, "rows": result.rows,
+                    "dropped": result.dropped, "dry_run": result.dry_run, "submission_id": result.submission_id})
+        return
+    dropped = f", {result.dropped:,} non-live rows dropped" if result.dropped else ""
+    if result.dry_run:
+        click.echo(f"valid: {result.rows:,} rows{dropped}, dry run, nothing uploaded")
+    else:
+        click.echo(f"submitted {result.rows:,} rows for {result.model_name}{dropped}: {result.submission_id}")

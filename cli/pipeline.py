@@ -1,0 +1,51 @@
+"""``eraflow run PIPELINE.toml``: the whole journey, re-running only the steps whose inputs changed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from eraflow.engine.pipeline import run_pipeline
+
+from . import numerai
+from .data import json_option, print_json
+from .runs import ledger_option
+
+HEADLINE = ("mean", "sharpe", "max_drawdown", "feature_neutral_mean", "mmc_mean")
+
+
+@click.command("run")
+@click.argument("pipeline", type=click.Path(path_type=Path))
+@ledger_option
+@json_option
+def run(pipeline, ledger, as_json):
+    """Run a pipeline file: data, ingest, train, post-process, evaluate, live, submit.
+
+    Steps whose inputs did not change since the last run are skipped. See examples/demo.toml
+    and examples/numerai_weekly.toml.
+
+    \b
+    Example:
+      eraflow run examples/demo.toml
+    """
+    def on_step(name: str, status: str, seconds: float) -> None:
+        if not as_json:
+            click.echo(f"  {name:12} {status:8} {seconds:6.1f} s")
+
+    result = run_pipeline(pipeline, lambda auth: numerai.client_factory(auth=auth), on_step, ledger)
+    if as_json:
+        print_json({"steps": [{"step": s, "status": st, "seconds": round(sec, 2)} for s, st, sec in result.steps],
+                    "report": str(result.report) if result.report else None, "summary": result.summary,
+                    "live": str(result.live) if result.live else None, "submission": result.submission})
+        return
+    if result.report:
+        click.echo(f"report: {result.report}")
+        for row in result.summary:
+            click.echo(f"  {row['prediction']:28} " + "  ".join(
+                f"{k} {row[k]:+.4f}" for k in HEADLINE if isinstance(row.get(k), float)))
+    if result.live:
+        click.echo(f"live predictions: {result.live}")
+    if result.submission:
+        click.echo(f"submission: {result.submission}")
+

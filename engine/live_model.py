@@ -1,0 +1,68 @@
+"""The model Numerai runs for you: ``predict(live_features, live_benchmark_models) -> DataFrame``.
+
+Numerai's model upload calls a cloudpickled function in an environment with numpy, pandas and
+lightgbm but not eraflow, so this module imports nothing else and is pickled by value
+(:func:`eraflow.engine.export.export_model`). It repeats what ``eraflow live`` does, in
+pandas/NumPy per era:
+
+1. each target's booster on the features (missing values NaN, as LightGBM saw them in training);
+2. with several targets, the rank average ``Σ_j w_j · rank(x_j) / Σ_j w_j``;
+3. optionally ``x − proportion · F1 β``, ``β = lstsq([F, 1], x, rcond=1e-6)`` with missing
+   feature values read as 2 (numerai-tools' neutralize, eraflow's convention for missing codes);
+4. ``(rank − 0.5) / n`` in (0, 1), ties averaged.
+"""
+
+from __future__ import annotations
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+MIDDLE_CODE = 2.0
+LSTSQ_RCOND = 1e-6
+
+
+def era_ranks(values: pd.Series, eras: pd.Series) -> pd.Series:
+    """``(rank − 0.5) / n`` within each era, ties averaged."""
+    grouped = values.groupby(eras.to_numpy())
+    return (grouped.rank(method="average") - 0.5) / grouped.transform("count")
+
+
+def neutralized(x: np.ndarray, features: np.ndarray, proportion: float) -> np.ndarray:
+    """``x − proportion · F1 lstsq(F1, x)`` for one era, ``F1 = [F, 1]``."""
+    f1 = np.column_stack([np.where(np.isnan(features), MIDDLE_CODE, features), np.ones(len(x))])
+    beta = np.linalg.lstsq(f1, x, rcond=LSTSQ_RCOND)[0]
+    return x - proportion * (f1 @ beta)
+
+
+class LivePredictor:
+    """A trained eraflow model with its post-processing, callable as Numerai's ``predict``."""
+
+    def __init__(self, models: dict[str, str], features: list[str], weights: list[float] | None, column: str,
+                 proportion: float | None, neutral_features: list[str]):
+        self.models = models  # target → LightGBM model text
+        self.features = features
+        self.weights = weights
+        self.column = column
+        self.proportion = proportion
+        self.neutral_features = neutral_features
+
+    def __call__(self, live_features: pd.DataFrame, live_benchmark_models: pd.DataFrame | None = None) -> pd.DataFrame:
+        frame = live_features.set_index("id") if "id" in live_features.columns else live_features
+        eras = frame["era"] if "era" in frame.columns else pd.Series("live", index=frame.index)
+        x = frame[self.features].to_numpy(np.float32)
+        outputs = {f"pred_{t}": pd.Series(lgb.Booster(model_str=text).predict(x), index=frame.index)
+                   for t, text in self.models.items()}
+        if len(outputs) > 1:
+            weights = np.ones(len(outputs)) if self.weights is None else np.asarray(self.weights, dtype=np.float64)
+            ranked = np.column_stack([era_ranks(s, eras) for s in outputs.values()])
+            outputs["ensemble"] = pd.Series(ranked @ weights / weights.sum(), index=frame.index)
+        chosen = outputs[self.column]
+        if self.proportion is not None:
+            f = frame[self.neutral_features].to_numpy(np.float64)
+            values = chosen.to_numpy(np.float64).copy()
+            for era in pd.unique(eras):
+                rows = (eras == era).to_numpy()
+                values[rows] = neutralized(values[rows], f[rows], self.proportion)
+            chosen = pd.Series(values, index=frame.index)
+        return era_ranks(chosen, eras).rename("prediction").to_frame()
