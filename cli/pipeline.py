@@ -10,6 +10,7 @@ from eraflow.engine.pipeline import run_pipeline
 
 from . import numerai
 from .data import json_option, print_json
+from .progress import row_progress
 from .runs import ledger_option
 
 HEADLINE = ("mean", "sharpe", "max_drawdown", "feature_neutral_mean", "mmc_mean")
@@ -33,7 +34,8 @@ def run(pipeline, ledger, as_json):
         if not as_json:
             click.echo(f"  {name:12} {status:8} {seconds:6.1f} s")
 
-    result = run_pipeline(pipeline, lambda auth: numerai.client_factory(auth=auth), on_step, ledger)
+    with row_progress(as_json) as progress:
+        result = run_pipeline(pipeline, lambda auth: numerai.client_factory(auth=auth), on_step, ledger, progress)
     if as_json:
         print_json({"steps": [{"step": s, "status": st, "seconds": round(sec, 2)} for s, st, sec in result.steps],
                     "report": str(result.report) if result.report else None, "summary": result.summary,

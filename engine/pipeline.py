@@ -26,7 +26,7 @@ from .atomic import atomic_write_json
 from .eras import eras_in_range
 from .errors import InputError
 from .evaluate import EvaluateOptions, evaluate_predictions, evaluation_run
-from .ingest import IngestOptions, ingest_files
+from .ingest import IngestOptions, Progress, ingest_files
 from .ledger import append_run
 from .numerai import DEFAULT_KEYS, download_datasets, load_credentials, numerai_client, submit_predictions
 from .live import Postprocess, live_predictions, predict_submitted, set_postprocess, write_submission
@@ -165,13 +165,22 @@ def _files_fingerprint(paths: list[Path]) -> str:
     return fingerprint([(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in paths if p.exists()])
 
 
+def _read_state(path: Path) -> dict:
+    """Step → fingerprint of the last completed run; empty when absent or unreadable (all steps run)."""
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
 class _Runner:
     """Runs steps in order, skipping those whose fingerprint and outputs are unchanged."""
 
     def __init__(self, pipe: Pipeline, on_step: Callable[[str, str, float], None] | None):
         self.pipe = pipe
         self.state_path = pipe.workdir / STATE
-        self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
+        self.state = _read_state(self.state_path)
         self.on_step = on_step
         self.result = PipelineResult()
 
@@ -180,7 +189,8 @@ class _Runner:
         if not always and self.state.get(name) == fp and all(p.exists() for p in outputs):
             status = "skipped"
         else:
-            self.state.pop(name, None)
+            self.state.pop(name, None)  # until it completes, a step counts as never run
+            atomic_write_json(self.state_path, self.state)
             work()
             self.state[name] = fp
             atomic_write_json(self.state_path, self.state)
@@ -194,8 +204,12 @@ class _Runner:
 
 def run_pipeline(path: str | Path, client_factory: Callable | None = None,
                  on_step: Callable[[str, str, float], None] | None = None,
-                 ledger: str | Path | None = None) -> PipelineResult:
-    """Run the pipeline file at ``path``; ``client_factory(auth=…)`` gives the numerapi client (default: the real one)."""
+                 ledger: str | Path | None = None, progress: Progress | None = None) -> PipelineResult:
+    """Run the pipeline file at ``path``.
+
+    ``client_factory(auth=…)`` gives the numerapi client (default: the real one); ``on_step(name,
+    status, seconds)`` hears of each step; ``progress`` is handed to ingest and training.
+    """
     pipe = load_pipeline(path)
     pipe.workdir.mkdir(parents=True, exist_ok=True)
     run = _Runner(pipe, on_step)
@@ -215,10 +229,10 @@ def run_pipeline(path: str | Path, client_factory: Callable | None = None,
     ingest_fp = run.step("ingest", fingerprint(ingest, data_fp), [store_dir], lambda: ingest_files(
         [data_dir / "train.parquet", data_dir / "validation.parquet"], store_dir,
         IngestOptions(feature_set=ingest.get("feature_set"), features_json=data_dir / "features.json",
-                      targets=tuple(ingest.get("targets", ("target*",))))))
+                      targets=tuple(ingest.get("targets", ("target*",)))), progress=progress))
     train = pipe.section("train")
     train_fp = run.step("train", fingerprint(train, ingest_fp), [model_dir],
-                        lambda: _train(pipe, store_dir, model_dir, command, ledger))
+                        lambda: _train(pipe, store_dir, model_dir, command, ledger, progress))
     post = pipe.section("postprocess")
     post_fp = run.step("postprocess", fingerprint(post, train_fp), [model_dir],
                        lambda: _postprocess(pipe, store_dir, model_dir))
@@ -259,7 +273,8 @@ def _client(client_factory: Callable | None, auth: bool):
     return numerai_client(load_credentials(required=auth))
 
 
-def _train(pipe: Pipeline, store_dir: Path, model_dir: Path, command: str, ledger) -> None:
+def _train(pipe: Pipeline, store_dir: Path, model_dir: Path, command: str, ledger,
+           progress: Progress | None) -> None:
     train = pipe.section("train")
     config = TrainConfig(targets=tuple(train.get("targets", ("target",))), feature_set=train.get("feature_set"),
                          params=load_params(train.get("params", "starter")), cv=train.get("cv", 0),
@@ -267,7 +282,7 @@ def _train(pipe: Pipeline, store_dir: Path, model_dir: Path, command: str, ledge
                          valid_eras=train.get("valid_eras"), device=train.get("device", "cpu"),
                          seed=train.get("seed", 0), early_stopping_rounds=train.get("early_stopping", 100))
     store = open_store(store_dir)
-    result = train_models(store, model_dir, config, command)
+    result = train_models(store, model_dir, config, command, progress)
     append_run(training_run(result, store, config, command), ledger)
 
 

@@ -27,15 +27,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _numba_linalg
-from ._checks import (
-    columns,
-    era_offsets,
-    feature_matrix,
-    finite_number,
-    one_column,
-    row_dtype,
-    shaped,
-)
+from ._checks import columns, era_offsets, feature_matrix, finite_number, one_column, row_dtype, shaped
 from ._eras import map_eras, map_rows
 from ._xp_linalg import exposure_block, neutralize_block
 from .backend import array_namespace, resolve_backend

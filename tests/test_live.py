@@ -86,7 +86,8 @@ def test_exported_model_runs_without_eraflow_and_matches_eraflow_live(neutralize
     runner = CliRunner()
     result = runner.invoke(cli, ["export", str(model_dir), "-o", str(tmp_path / "model.pkl")])
     assert result.exit_code == 0, result.output
-    result = runner.invoke(cli, ["live", str(model_dir), "--data", str(synth_dir), "-o", str(tmp_path / "live.parquet")])
+    result = runner.invoke(cli, ["live", str(model_dir), "--data", str(synth_dir), "-o",
+                                 str(tmp_path / "live.parquet")])
     assert result.exit_code == 0, result.output
     subprocess.run([sys.executable, "-c", EXPORTED_RUN, str(tmp_path / "model.pkl"), str(synth_dir / "live.parquet"),
                     str(tmp_path / "exported.parquet")], check=True, cwd=tmp_path)

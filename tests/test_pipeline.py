@@ -92,11 +92,13 @@ def test_pipeline_runs_every_step_then_skips_what_did_not_change(tmp_path, priva
     assert changed["prediction"] != pytest.approx({r["prediction"]: r["mean"] for r in first.summary}["prediction"])
 
 
-def test_a_lost_output_is_rebuilt(tmp_path):
+def test_a_lost_output_or_state_is_rebuilt(tmp_path):
     path = write_pipeline(tmp_path)
     run_pipeline(path)
     (tmp_path / "work" / "live_predictions.parquet").unlink()
     assert statuses(run_pipeline(path))["live"] == "ran"
+    (tmp_path / "work" / "pipeline.json").write_text("{not json")
+    assert set(statuses(run_pipeline(path)).values()) == {"ran"}, "an unreadable state re-runs every step"
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -175,7 +177,8 @@ def test_numerai_round_trip_downloads_trains_once_and_submits_each_round(tmp_pat
 
     first = run_pipeline(path, client_factory=lambda auth: api)
     assert statuses(first) == dict.fromkeys(["data", "ingest", "train", "postprocess", "live", "submit"], "ran")
-    assert (tmp_path / "numerai-data" / "train.parquet").read_bytes() == (tmp_path / "round1" / "train.parquet").read_bytes()
+    served = (tmp_path / "round1" / "train.parquet").read_bytes()
+    assert (tmp_path / "numerai-data" / "train.parquet").read_bytes() == served
     (_, model_id, uploaded), = api.uploads
     assert model_id == "model-uuid-1"
     sent = pd.read_csv(io.BytesIO(uploaded))
