@@ -231,8 +231,9 @@ def run_pipeline(path: str | Path, client_factory: Callable | None = None,
         IngestOptions(feature_set=ingest.get("feature_set"), features_json=data_dir / "features.json",
                       targets=tuple(ingest.get("targets", ("target*",)))), progress=progress))
     train = pipe.section("train")
-    train_fp = run.step("train", fingerprint(train, ingest_fp), [model_dir],
-                        lambda: _train(pipe, store_dir, model_dir, command, ledger, progress))
+    params = load_params(train.get("params", "starter"))  # a parameter file's content, not only its name
+    train_fp = run.step("train", fingerprint(train, params, ingest_fp), [model_dir],
+                        lambda: _train(pipe, store_dir, model_dir, params, command, ledger, progress))
     post = pipe.section("postprocess")
     post_fp = run.step("postprocess", fingerprint(post, train_fp), [model_dir],
                        lambda: _postprocess(pipe, store_dir, model_dir))
@@ -273,11 +274,11 @@ def _client(client_factory: Callable | None, auth: bool):
     return numerai_client(load_credentials(required=auth))
 
 
-def _train(pipe: Pipeline, store_dir: Path, model_dir: Path, command: str, ledger,
+def _train(pipe: Pipeline, store_dir: Path, model_dir: Path, params: dict, command: str, ledger,
            progress: Progress | None) -> None:
     train = pipe.section("train")
     config = TrainConfig(targets=tuple(train.get("targets", ("target",))), feature_set=train.get("feature_set"),
-                         params=load_params(train.get("params", "starter")), cv=train.get("cv", 0),
+                         params=params, cv=train.get("cv", 0),
                          cv_mode=train.get("cv_mode", "expanding"), train_eras=train.get("train_eras"),
                          valid_eras=train.get("valid_eras"), device=train.get("device", "cpu"),
                          seed=train.get("seed", 0), early_stopping_rounds=train.get("early_stopping", 100))

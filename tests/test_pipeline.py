@@ -92,6 +92,14 @@ def test_pipeline_runs_every_step_then_skips_what_did_not_change(tmp_path, priva
     assert changed["prediction"] != pytest.approx({r["prediction"]: r["mean"] for r in first.summary}["prediction"])
 
 
+def test_editing_the_parameter_file_retrains(tmp_path):
+    path = write_pipeline(tmp_path)
+    run_pipeline(path)
+    (tmp_path / "fast.toml").write_text(FAST_PARAMS.replace("n_estimators = 40", "n_estimators = 30"))
+    assert statuses(run_pipeline(path)) == {**dict.fromkeys(ALL_STEPS[:2], "skipped"),
+                                            **dict.fromkeys(ALL_STEPS[2:], "ran")}
+
+
 def test_a_lost_output_or_state_is_rebuilt(tmp_path):
     path = write_pipeline(tmp_path)
     run_pipeline(path)
