@@ -153,14 +153,9 @@ def feature_neutral_corr(predictions, features, target, offsets, *, backend: str
     ...                      np.array([0, 5]), backend="numpy").round(6)
     array([0.271469])
     """
-    x, one_d = columns(predictions, "predictions")
-    offsets = era_offsets(offsets, len(x))
-    feats = feature_matrix(features, len(x))
-    t = one_column(target, "target", len(x))
+    x, one_d, offsets, feats, t = _neutral_inputs(predictions, features, target, offsets)
     backend = resolve_backend(backend)
-    kept = ~np.isnan(x).any(axis=1)
-    gauss = ranks(np.where(kept[:, None], x, np.nan), offsets, False, True, backend)
-    residual = neutralized(gauss, feats, offsets, kept, 1.0, backend)
+    residual = _gauss_residual(x, feats, offsets, ~np.isnan(x).any(axis=1), backend)
     return shaped(numerai_corr_columns(residual, t, offsets, backend), one_d)
 
 
@@ -183,14 +178,9 @@ def neutral_correlation(predictions, features, target, offsets, *, backend: str 
     ...                     np.array([0, 5]), backend="numpy").round(6)
     array([0.59237])
     """
-    x, one_d = columns(predictions, "predictions")
-    offsets = era_offsets(offsets, len(x))
-    feats = feature_matrix(features, len(x))
-    t = one_column(target, "target", len(x))
+    x, one_d, offsets, feats, t = _neutral_inputs(predictions, features, target, offsets)
     backend = resolve_backend(backend)
-    kept = ~np.isnan(x).any(axis=1) & ~np.isnan(t[:, 0])
-    gauss = ranks(np.where(kept[:, None], x, np.nan), offsets, False, True, backend)
-    residual = neutralized(gauss, feats, offsets, kept, 1.0, backend)
+    residual = _gauss_residual(x, feats, offsets, ~np.isnan(x).any(axis=1) & ~np.isnan(t[:, 0]), backend)
     return shaped(correlation_columns(residual, t, offsets, False, backend), one_d)
 
 
@@ -204,23 +194,35 @@ def neutral_scores(predictions, features, target, offsets, *, backend: str = "au
 
     Parameters and shapes as :func:`feature_neutral_corr`; returns ``NeutralScores(fnc, neutral_corr)``.
     """
-    x, one_d = columns(predictions, "predictions")
-    offsets = era_offsets(offsets, len(x))
-    feats = feature_matrix(features, len(x))
-    t = one_column(target, "target", len(x))
+    x, one_d, offsets, feats, t = _neutral_inputs(predictions, features, target, offsets)
     backend = resolve_backend(backend)
     kept = ~np.isnan(x).any(axis=1)
-    gauss = ranks(np.where(kept[:, None], x, np.nan), offsets, False, True, backend)
-    residual = neutralized(gauss, feats, offsets, kept, 1.0, backend)
+    both = kept & ~np.isnan(t[:, 0])
+    residual = _gauss_residual(x, feats, offsets, kept, backend)
     fnc = numerai_corr_columns(residual, t, offsets, backend)
     neutral = correlation_columns(residual, t, offsets, False, backend)
-    dropped = np.concatenate([[0], np.cumsum(kept & np.isnan(t[:, 0]))])
-    redo = dropped[offsets[1:]] > dropped[offsets[:-1]]  # eras where some predicted row lacks a target
+    lacking = np.concatenate([[0], np.cumsum(kept & ~both)])
+    redo = lacking[offsets[1:]] > lacking[offsets[:-1]]  # eras where some predicted row lacks a target
     if redo.any():
         rows = np.repeat(redo, np.diff(offsets))
-        sub_offsets = np.concatenate([[0], np.cumsum(np.diff(offsets)[redo])])
-        neutral[redo] = neutral_correlation(x[rows], feats[rows], t[rows, 0], sub_offsets, backend=backend)
+        sub = np.concatenate([[0], np.cumsum(np.diff(offsets)[redo])])
+        again = _gauss_residual(x[rows], feats[rows], sub, both[rows], backend)
+        neutral[redo] = correlation_columns(again, t[rows], sub, False, backend)
     return NeutralScores(shaped(fnc, one_d), shaped(neutral, one_d))
+
+
+def _neutral_inputs(predictions, features, target, offsets) -> tuple:
+    """Validated ``(x (n, m), one_d, offsets, features, t (n, 1))`` of the feature-neutral scores."""
+    x, one_d = columns(predictions, "predictions")
+    return (x, one_d, era_offsets(offsets, len(x)), feature_matrix(features, len(x)),
+            one_column(target, "target", len(x)))
+
+
+def _gauss_residual(x: np.ndarray, features: np.ndarray, offsets: np.ndarray, kept: np.ndarray,
+                    backend: str) -> np.ndarray:
+    """``neutralize(gaussianize(rank(x)), F)`` per era over the ``kept`` rows (proportion 1)."""
+    gauss = ranks(np.where(kept[:, None], x, np.nan), offsets, False, True, backend)
+    return neutralized(gauss, features, offsets, kept, 1.0, backend)
 
 
 def neutralized(x: np.ndarray, features: np.ndarray, offsets: np.ndarray, kept: np.ndarray,
