@@ -29,7 +29,7 @@ from .evaluate import EvaluateOptions, evaluate_predictions, evaluation_run
 from .ingest import IngestOptions, Progress, ingest_files
 from .ledger import append_run
 from .numerai import DEFAULT_KEYS, download_datasets, load_credentials, numerai_client, submit_predictions
-from .live import Postprocess, live_predictions, predict_submitted, set_postprocess, write_submission
+from .live import Postprocess, live_predictions, model_outputs, predict_submitted, set_postprocess, write_submission
 from .params import DEVICES, PRESETS, load_params
 from .predict import load_model
 from .predictions import write_predictions
@@ -294,7 +294,7 @@ def _postprocess(pipe: Pipeline, store_dir: Path, model_dir: Path) -> None:
     if "feature_set" in post:
         store = open_store(store_dir)
         features = tuple(store.select(feature_set=post["feature_set"]).feature_names)
-    column = post.get("column", "ensemble" if len(model.targets) > 1 else f"pred_{model.targets[0]}")
+    column = post.get("column", model_outputs(model)[-1])  # default: the ensemble, or the only target
     set_postprocess(model_dir, Postprocess(column, post.get("neutralize"), features))
 
 
