@@ -10,6 +10,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from .errors import InputError
+
 TMP_MARK = ".tmp-"  # sibling temporaries are named <name>.tmp-<pid>-<random>
 _RENAME_EXCHANGE = 2  # renameat2 flag (Linux ≥ 3.15)
 _AT_FDCWD = -100
@@ -29,8 +31,15 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def _file_writer_path(path: Path) -> Path:
+    """The temporary sibling of a file about to be written; InputError if its directory is missing."""
+    if not path.parent.is_dir():
+        raise InputError(f"cannot write {path}: there is no directory {path.parent}")
+    return atomic_writer_path(path)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = atomic_writer_path(path)
+    tmp = _file_writer_path(path)
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
@@ -93,7 +102,7 @@ def atomic_write_parquet(path: Path, table) -> None:
     """Write a pyarrow table to ``path`` under a temporary name, then rename."""
     import pyarrow.parquet as pq
 
-    tmp = atomic_writer_path(path)
+    tmp = _file_writer_path(path)
     try:
         pq.write_table(table, tmp)
         tmp.replace(path)

@@ -111,9 +111,11 @@ def test_exported_booster_text_is_the_trained_model(model_dir, tmp_path):
     (["live", "{tmp}/nothing", "--data", "{tmp}", "-o", "{tmp}/x.parquet"], "is not a model directory"),
     (["live", "{model}", "--live", "{tmp}/missing.parquet", "-o", "{tmp}/x.parquet"], "missing.parquet"),
     (["export", "{tmp}/nothing", "-o", "{tmp}/m.pkl"], "is not a model directory"),
+    (["export", "{model}", "-o", "{tmp}/nodir/m.pkl"], "there is no directory"),
+    (["live", "{model}", "--data", "{data}", "-o", "{tmp}/nodir/x.parquet"], "there is no directory"),
 ])
-def test_bad_live_and_export_input_is_a_one_line_error(model_dir, tmp_path, argv, message):
-    args = [a.format(model=model_dir, tmp=tmp_path) for a in argv]
+def test_bad_live_and_export_input_is_a_one_line_error(model_dir, synth_dir, tmp_path, argv, message):
+    args = [a.format(model=model_dir, tmp=tmp_path, data=synth_dir) for a in argv]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
