@@ -21,6 +21,7 @@ from eraflow.engine.report import write_report
 from eraflow.engine.scoring import meta_model_values, neutralize_aligned, score_aligned
 
 from .data import command_line, csv_list, json_option, print_json
+from .progress import row_progress
 from .runs import ledger_option
 
 store_option = click.option("--store", "store_path", required=True, type=click.Path(path_type=Path),
@@ -139,7 +140,8 @@ def evaluate(preds, store_path, output, target, feature_set, meta_model, benchma
     """
     store = open_store(store_path)
     options = EvaluateOptions(target, feature_set, meta_model, benchmark, eras, backend)
-    result = evaluate_predictions(store, preds, options, csv_list(columns))
+    with row_progress(as_json) as progress:
+        result = evaluate_predictions(store, preds, options, csv_list(columns), progress)
     model = load_model(model_dir) if model_dir else None
     paths = write_report(result, output, store, model)
     run = evaluation_run(result, store, options, command_line(), paths)

@@ -19,6 +19,7 @@ from eraflow.kernels import (correlation_contribution, era_summary, feature_expo
 
 from .eras import eras_in_range
 from .errors import InputError
+from .ingest import Progress
 from .ledger import Run
 from .metrics import score_summary, top_bottom_corr
 from .predictions import AlignedPredictions, align_predictions
@@ -83,8 +84,9 @@ def _era_means(x: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 
 def evaluate_predictions(store: EraStore, path: str | Path, options: EvaluateOptions = EvaluateOptions(),
-                         columns: list[str] | None = None) -> Evaluation:
-    """Align ``path`` to ``store`` and compute every per-era metric (see the module doc)."""
+                         columns: list[str] | None = None, progress: Progress | None = None) -> Evaluation:
+    """Align ``path`` to ``store`` and compute every per-era metric (see the module doc);
+    ``progress("evaluate", rows, total)`` after each batch of eras."""
     preds = align_predictions(store, path, columns)
     if options.eras:
         wanted = set(eras_in_range(store.eras, options.eras))
@@ -119,6 +121,8 @@ def evaluate_predictions(store: EraStore, path: str | Path, options: EvaluateOpt
                                                                                            backend=options.backend)
         for key, value in batch.items():
             parts.setdefault(key, []).append(value)
+        if progress:
+            progress("evaluate", r1 - r0, len(preds.rows))
     per_era = {k: np.concatenate(v) for k, v in parts.items()}
     feature_sets = {"exposure": options.feature_set or "all", "neutral": neutral_feature_set(store, options) or "all"}
     return Evaluation(preds.columns, preds.era_labels(store), options.target, per_era, feature_sets)

@@ -243,7 +243,7 @@ def run_pipeline(path: str | Path, client_factory: Callable | None = None,
         valid_fp = run.step("validate", fingerprint(eras, post_fp), [valid_path],
                             lambda: _validation_predictions(store_dir, model_dir, eras, valid_path))
         run.step("evaluate", fingerprint(evaluate, valid_fp), [report_dir / "metrics.json"],
-                 lambda: _evaluate(pipe, store_dir, model_dir, valid_path, report_dir, command, ledger))
+                 lambda: _evaluate(pipe, store_dir, model_dir, valid_path, report_dir, command, ledger, progress))
         run.result.report = report_dir / "report.html"
         run.result.summary = json.loads((report_dir / "metrics.json").read_text())["summary"]
     if pipe.section("live").get("enabled", "live" in pipe.config or "submit" in pipe.config):
@@ -306,13 +306,13 @@ def _validation_predictions(store_dir: Path, model_dir: Path, eras: str, out: Pa
 
 
 def _evaluate(pipe: Pipeline, store_dir: Path, model_dir: Path, preds: Path, report_dir: Path, command: str,
-              ledger) -> None:
+              ledger, progress: Progress | None) -> None:
     evaluate = pipe.section("evaluate")
     store = open_store(store_dir)
     options = EvaluateOptions(target=evaluate.get("target", "target"), feature_set=evaluate.get("feature_set"),
                               meta_model=pipe.resolve("meta_model.parquet") if evaluate.get("meta_model") else None,
                               benchmark=pipe.resolve(evaluate["benchmark"]) if "benchmark" in evaluate else None)
-    result = evaluate_predictions(store, preds, options)
+    result = evaluate_predictions(store, preds, options, progress=progress)
     paths = write_report(result, report_dir, store, load_model(model_dir))
     append_run(evaluation_run(result, store, options, command, paths), ledger)
 

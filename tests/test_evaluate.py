@@ -65,7 +65,9 @@ def test_per_era_metrics_match_numerai_tools(store_path, synth_dir, preds_file):
 
 def test_fnc_defaults_to_numerais_fncv3_set_and_exposure_to_all_features(store_path, preds_file):
     store = open_store(store_path)
-    default = evaluate_predictions(store, preds_file)
+    calls = []
+    default = evaluate_predictions(store, preds_file, progress=lambda *call: calls.append(call))
+    assert {stage for stage, _, _ in calls} == {"evaluate"} and sum(rows for _, rows, _ in calls) == calls[0][2]
     fncv3 = evaluate_predictions(store, preds_file, EvaluateOptions(feature_set="fncv3_features"))
     every = evaluate_predictions(store, preds_file, EvaluateOptions(feature_set="all"))
     assert default.feature_sets == {"exposure": "all", "neutral": "fncv3_features"}
