@@ -57,5 +57,5 @@ def kernels(eras, rows, features, cols, repeats, baseline_eras, only, as_json):
         click.echo(f"{r['kernel']:<14}{r['eraflow_s']:>11.3f}{r['baseline_s']:>12.3f}{r['ratio']:>8.1f}×"
                    f"{str(r['goal']) + '×':>7}  {r['baseline']}")
         if "gflops" in r:
-            click.echo(f"{'':<14}neutralize runs at {r['gflops']:.0f} GFLOP/s (2·n·(k+1)² per era); float64 GEMM "
+            click.echo(f"{'':<14}neutralize runs at {r['gflops']:.0f} GFLOP/s (2·n·(k+1)² per era); float32 GEMM "
                        f"F1ᵀF1 of one era: {r['gemm_gflops']:.0f} GFLOP/s ({r['gflops'] / r['gemm_gflops']:.2f}×)")

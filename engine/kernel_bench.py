@@ -3,7 +3,8 @@
 - numerai_corr: eraflow (numba) vs numerai-tools ``numerai_corr`` applied era by era   (goal ≥ 30×)
 - neutralize:   eraflow (numba) vs numerai-tools ``neutralize`` applied era by era     (goal ≥ 10×),
                 plus its rate in GFLOP/s counting ``2·n·(k+1)²`` per era (the Gram ``F1ᵀF1``) next to
-                a float64 GEMM of the same shape measured here
+                a float32 GEMM of the same shape measured here (all BLAS threads; exact for codes,
+                the fastest dense way to form that Gram)
 - rank:         eraflow (numba) vs ``pandas groupby(era).rank``, normalized as eraflow does  (goal ≥ 5×)
 
 The numerai-tools baselines get their per-era pandas objects built outside the timing (the
@@ -88,7 +89,7 @@ def bench_neutralize(args: BenchSize, data, baseline_eras: int):
         preds, _, feats = era_frames(offsets, era, predictions, target, codes)
         per_era_times.append(median_seconds(lambda: scoring.neutralize(preds, feats), args.repeats))
         expected.append(scoring.neutralize(preds, feats).to_numpy())
-    f1 = np.hstack([codes[:args.rows].astype(np.float64), np.ones((args.rows, 1))])
+    f1 = np.hstack([codes[:args.rows], np.ones((args.rows, 1), np.int8)]).astype(np.float32)
     gemm = median_seconds(lambda: f1.T @ f1, args.repeats)
     ours = median_seconds(lambda: kernels.neutralize(predictions, codes, offsets, backend="numba"), args.repeats)
     got = kernels.neutralize(predictions, codes, offsets, backend="numba").reshape(len(codes), -1)

@@ -4,15 +4,18 @@ Neutralization runs one era per worker thread (as many as numba threads), with B
 to one thread meanwhile, around three pieces per era:
 
 1. :func:`design_from_codes` / :func:`design_from_floats` (numba): the kept rows as a dense
-   float matrix W, column means, which columns vary — one pass over the era's features;
-2. the Gram ``WᵀW`` through NumPy's BLAS (float32 GEMM for codes, exact), the only O(n·k²) step,
-   then :func:`~eraflow.kernels._xp_linalg.solve_centered_gram` on the k × k system;
+   float matrix W (and, for store codes, their bit planes), column means, which columns
+   vary — one pass over the era's features;
+2. the Gram ``WᵀW``, the only O(n·k²) step: for store codes 0..4 exact integer sums from the
+   bit planes (:mod:`._numba_codegram`, 2.7× faster than a float32 GEMM), for float features
+   a GEMM through NumPy's BLAS; then :func:`~eraflow.kernels._xp_linalg.solve_centered_gram`
+   on the k × k system;
 3. :func:`cross` and :func:`residual` (numba): the O(n·k·m) products in float64.
 
-The GEMM dominates, so the eras are spread over threads that each call single-threaded BLAS
-rather than over numba's ``prange`` (whose GEMM would be numba's, through SciPy's BLAS): on
-2 cores, 5000 × 500 float32, one era at a time with 2 BLAS threads takes 9.5 ms per era and two
-eras at a time with 1 BLAS thread each 7.1 ms. The numba pieces release the GIL.
+Eras are spread over threads rather than numba's ``prange`` so that the float GEMM runs in
+single-threaded BLAS per era (on 2 cores, 5000 × 500 float32, one era at a time with 2 BLAS
+threads took 9.5 ms per era, two eras at a time with 1 BLAS thread each 7.1 ms). The numba
+pieces release the GIL.
 """
 
 from __future__ import annotations
@@ -27,20 +30,24 @@ from numba import njit, prange
 from threadpoolctl import threadpool_limits
 
 from ._checks import MISSING_CODE
-from ._xp_linalg import FLOAT32_EXACT_ROWS, MIDDLE_CODE, lstsq_fitted, solve_centered_gram
+from ._numba_codegram import TOP_CODE, WORD_ROWS, add_code_bits, code_gram, plane_words, store_word
+from ._xp_linalg import MIDDLE_CODE, lstsq_fitted, solve_centered_gram
 from .backend import NUMPY
 
 FASTMATH = {"reassoc", "contract"}  # lets dot products vectorize; no NaN/inf assumptions
 
 
 @njit(cache=True, nogil=True)
-def design_from_codes(codes, rows, w):
-    """Fill ``w (len(rows), k)`` with ``codes[rows]`` (missing → MIDDLE_CODE); return the column
-    means (float64) and which columns take more than one value."""
+def design_from_codes(codes, rows, w, planes, words):
+    """Fill ``w (len(rows), k)`` with ``codes[rows]`` (missing → MIDDLE_CODE) and the first ``words``
+    words of their bit ``planes (k, 3, ·)`` (see :mod:`._numba_codegram`); return the column means
+    (float64), which columns take more than one value, and whether every code is within 0..4
+    (else the planes are meaningless)."""
     k = codes.shape[1]
     total = np.zeros(k, np.int64)
     low = np.full(k, 127, np.int64)
     high = np.full(k, -128, np.int64)
+    word_bits = np.zeros((3, k), np.uint64)
     for r in range(rows.size):
         source = codes[rows[r]]
         for i in range(k):
@@ -51,7 +58,11 @@ def design_from_codes(codes, rows, w):
             total[i] += code
             low[i] = min(low[i], code)
             high[i] = max(high[i], code)
-    return total / rows.size, high > low
+            add_code_bits(word_bits, i, code, r)
+        if r % WORD_ROWS == WORD_ROWS - 1 or r == rows.size - 1:
+            store_word(word_bits, planes, r // WORD_ROWS)
+    planes[:, :, -(-rows.size // WORD_ROWS):words] = 0
+    return total / rows.size, high > low, low.min() >= 0 and high.max() <= TOP_CODE
 
 
 @njit(cache=True, nogil=True)
@@ -113,33 +124,45 @@ def neutralize_eras(x, features, offsets, kept, proportion):
     over the ``kept (n,)`` rows; NaN elsewhere and in columns constant in the era."""
     out = np.full(x.shape, np.nan)
     largest = int(np.diff(offsets).max(initial=0))
+    k = features.shape[1]
     codes = features.dtype == np.int8
-    dtype = np.float32 if codes and largest <= FLOAT32_EXACT_ROWS else np.float64
-    local = threading.local()  # each worker reuses one design buffer for all its eras
+    local = threading.local()  # each worker reuses its design buffers for all its eras
 
     def neutralize_one(era):  # writes only this era's rows
         start, stop = offsets[era], offsets[era + 1]
         rows = np.flatnonzero(kept[start:stop])
         if rows.size == 0:
             return
-        if not hasattr(local, "buffer"):
-            local.buffer = np.empty(largest * features.shape[1], dtype)
-        w = local.buffer[:rows.size * features.shape[1]].reshape(rows.size, -1)
-        out[start + rows] = _neutralize_era(x[start:stop][rows], features[start:stop], rows, w, proportion)
+        if not hasattr(local, "w"):
+            local.w = np.empty(largest * k, np.float32 if codes else np.float64)
+            local.planes = np.empty((k, 3, plane_words(largest) if codes else 0), np.uint64)
+        w = local.w[:rows.size * k].reshape(rows.size, k)
+        out[start + rows] = _neutralize_era(x[start:stop][rows], features[start:stop], rows, w, local.planes,
+                                            proportion)
 
     with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(numba.get_num_threads()) as pool:
         list(pool.map(neutralize_one, range(len(offsets) - 1)))
     return out
 
 
-def _neutralize_era(x, features, rows, w, proportion):
-    """Neutralize one era's kept rows ``x (n, m)``; ``w (n, k)`` is scratch for the design matrix."""
+def float64_gram(w):
+    """``WᵀW`` in float64."""
+    w64 = w.astype(np.float64)
+    return w64.T @ w64
+
+
+def _neutralize_era(x, features, rows, w, planes, proportion):
+    """Neutralize one era's kept rows ``x (n, m)``; ``w (n, k)`` and ``planes`` are scratch for the
+    design matrix and, for codes, its bit planes."""
     if features.dtype == np.int8:
-        mean, varying = design_from_codes(features, rows, w)
+        words = plane_words(rows.size)
+        mean, varying, small_codes = design_from_codes(features, rows, w, planes, words)
+        # int8 values beyond the store's 0..4 take a float64 GEMM, exact for their products ≤ 2¹⁴
+        gram = code_gram(planes, words) if small_codes else float64_gram(w)
     else:
         mean, varying = design_from_floats(features, rows, w)
+        gram = w.T @ w
     x_mean = x.mean(axis=0)
-    gram = (w.T @ w).astype(np.float64)
     beta, ok = solve_centered_gram(NUMPY, gram[None], mean[None], np.array([[rows.size]]),
                                    cross(w, x - x_mean)[None], varying[None])
     if ok[0]:
