@@ -25,7 +25,6 @@ from numba.extending import intrinsic
 
 WORD_ROWS = 64
 WORD_BLOCK = 8  # words are padded to a multiple of this, so the vector loop has no scalar tail
-TOP_CODE = 4  # the largest code the planes represent
 TILE_BYTES = 256 * 1024  # planes of one tile of features: half a Zen 4 core's L2 cache
 
 

@@ -30,8 +30,8 @@ from numba import njit, prange
 from threadpoolctl import threadpool_limits
 
 from ._checks import MISSING_CODE
-from ._numba_codegram import TOP_CODE, WORD_ROWS, add_code_bits, code_gram, plane_words, store_word
-from ._xp_linalg import MIDDLE_CODE, lstsq_fitted, solve_centered_gram
+from ._numba_codegram import WORD_ROWS, add_code_bits, code_gram, plane_words, store_word
+from ._xp_linalg import MIDDLE_CODE, TOP_CODE, lstsq_fitted, solve_centered_gram
 from .backend import NUMPY
 
 FASTMATH = {"reassoc", "contract"}  # lets dot products vectorize; no NaN/inf assumptions
