@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from eraflow import kernels
+from eraflow.kernels._numba_codegram import code_gram, plane_words
+from eraflow.kernels._numba_linalg import design_from_codes
 
 ERAS, ROWS, FEATURES, COLUMNS = 100, 2000, 100, 2
 
@@ -43,3 +46,30 @@ def test_rank(benchmark, data, backend):
     offsets, _, predictions, _ = data
     result = benchmark(kernels.rank, predictions, offsets, backend=backend)
     assert result.shape == predictions.shape and ((result > 0) & (result < 1)).all()
+
+
+@pytest.fixture(scope="module")
+def era_codes():
+    return np.random.default_rng(1).integers(0, 5, (5000, 500), dtype=np.int8)
+
+
+def bit_plane_gram(codes):
+    """The numba backend's Gram of one era: design pass (dense W and bit planes), then popcounts."""
+    words = plane_words(len(codes))
+    planes = np.empty((codes.shape[1], 3, words), np.uint64)
+    design_from_codes(codes, np.arange(len(codes)), np.empty(codes.shape, np.float32), planes, words)
+    return code_gram(planes, words)
+
+
+def float32_gemm_gram(codes):
+    w = codes.astype(np.float32)
+    return (w.T @ w).astype(np.float64)
+
+
+@pytest.mark.parametrize("gram", [bit_plane_gram, float32_gemm_gram], ids=["bit planes", "float32 GEMM"])
+def test_era_gram_one_core(benchmark, era_codes, gram):
+    """One 5000 × 500 era on one core (BLAS limited to one thread, as neutralize runs it)."""
+    with threadpool_limits(1, user_api="blas"):
+        result = benchmark(gram, era_codes)
+    wide = era_codes.astype(np.int64)
+    np.testing.assert_array_equal(result, wide.T @ wide)
