@@ -22,6 +22,8 @@ condition number, so we make them well conditioned and check them:
   agree; eras with no more rows than features always take the lstsq path, and where the
   features and intercept span every row the residual is exactly 0 (numerai-tools leaves
   rounding noise of ~1e-15 there, which later ranking would amplify into arbitrary scores).
+  That last case is recognised first, the same way, from the Cholesky pivots of the rows'
+  normalized Gram ``F1 F1ᵀ``: on a 2271-row era × 2377 columns 0.6 s instead of lstsq's 2.9 s.
 """
 
 from __future__ import annotations
@@ -101,8 +103,22 @@ def lstsq_fitted(xp, values, x):
     returned, so the residual is exactly 0 rather than rounding noise.
     """
     f1 = xp.concatenate([values.astype(xp.float64), xp.ones((len(values), 1))], axis=1)
+    if len(f1) <= f1.shape[1] and rows_independent(xp, f1):
+        return x
     beta, _, rank, _ = xp.linalg.lstsq(f1, x, rcond=LSTSQ_RCOND)
     return x if int(rank) == len(values) else f1 @ beta
+
+
+def rows_independent(xp, f1) -> bool:
+    """Whether the rows of ``f1`` are clearly independent: every Cholesky pivot of their Gram
+    scaled to a unit diagonal is at least ``PIVOT_TOLERANCE`` (rows are never zero: F1 holds the 1)."""
+    gram = f1 @ f1.T
+    inv_norm = 1 / xp.sqrt(xp.diagonal(gram))
+    try:
+        lower = xp.linalg.cholesky(gram * inv_norm[:, None] * inv_norm[None, :])
+    except np.linalg.LinAlgError:
+        return False
+    return bool((xp.diagonal(lower) ** 2 >= PIVOT_TOLERANCE).all())  # NaN (a failed factor) compares False
 
 
 def neutralize_block(ns, x, features, kept, proportion: float):

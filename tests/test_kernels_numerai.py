@@ -125,6 +125,21 @@ def test_neutralize(backend, proportion):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_neutralize_short_era_with_repeated_feature_rows(backend):
+    """Fewer rows than features, but two rows alike: the features do not span the rows, so the
+    shortcut for short eras (residual exactly 0) must not apply and lstsq decides."""
+    rng = np.random.default_rng(8)
+    codes = rng.integers(0, 5, (5, 8)).astype(np.int8)
+    codes[1] = codes[0]
+    x = rng.normal(size=(5, 1))
+    index = pd.RangeIndex(5)
+    expected = scoring.neutralize(frame(x, index), frame(codes.astype(np.float64), index)).to_numpy()
+    got = kernels.neutralize(x, codes, np.array([0, 5]), backend=backend)
+    assert abs(got[0, 0]) > 0.01, "rows 0 and 1 keep ±(x0 − x1)/2"
+    assert_matches(got, expected, f"short era with repeated rows on {backend}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_neutralize_float_features(backend):
     features = CASE.feature_values / 4 + 0.1 * CASE.predictions[:, :1]
     expected = per_era_rows(CASE, lambda rows, index: scoring.neutralize(
