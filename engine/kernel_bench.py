@@ -91,6 +91,7 @@ def bench_numerai_corr(args: BenchSize, data, baseline_eras: int):
     offsets, codes, predictions, target = data
     frames = [era_frames(offsets, e, predictions, target) for e in range(baseline_eras)]
     per_era = median_seconds(lambda: [scoring.numerai_corr(p, t) for p, t, _ in frames], args.repeats) / baseline_eras
+
     def call(backend):
         return kernels.numerai_corr(predictions, target, offsets, backend=backend)
 

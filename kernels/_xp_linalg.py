@@ -8,8 +8,8 @@ Why normal equations with a Cholesky factor, not ``lstsq`` per era (what numerai
 for an era of 5000 rows × 500 features ``lstsq`` (an SVD) costs ~100 ms, while the Gram
 ``FᵀF`` is one GEMM (~13 ms in float32 on one core, exact for store codes; the numba backend
 sums it from bit planes in ~5 ms) shared by every column being neutralized, and the factor of
-the k × k matrix is ~1.5 ms. Normal equations square the
-condition number, so we make them well conditioned and check them:
+the k × k matrix is ~1.5 ms. Normal equations square the condition number, so we make them
+well conditioned and check them:
 
 - features are centered (the intercept drops out) and scaled to unit variance, so the matrix
   is the features' correlation matrix: constant features become exact zero rows (they are
