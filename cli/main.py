@@ -1,7 +1,13 @@
-"""The ``eraflow`` click group and its error handling: one line on stderr, exit status 2."""
+"""The ``eraflow`` click group: commands loaded only when they run, errors on one line (exit 2).
+
+``eraflow --help`` and ``eraflow ingest`` must not pay for LightGBM, scikit-learn, matplotlib or
+DuckDB: each command's module is imported when that command is looked up, and ``--help`` lists
+the short help kept in :data:`COMMANDS` (a test checks it equals each command's own).
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -10,14 +16,29 @@ import click
 from eraflow.engine.errors import EraflowError
 from eraflow.engine.version import eraflow_version
 
-from .bench import bench
-from .data import info, ingest, synth
-from .live import export, live
-from .models import predict, train
-from .numerai import download, submit
-from .pipeline import run
-from .runs import runs
-from .scores import evaluate, neutralize, score
+# name → (module, attribute, short help shown by `eraflow --help`), in the order of the journey
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "synth": ("eraflow.cli.data", "synth", "Write Numerai v5-shaped synthetic data with a planted signal into OUT_DIR."),
+    "download": ("eraflow.cli.numerai", "download", "Download Numerai dataset files into OUT_DIR, resuming interrupted downloads."),
+    "ingest": ("eraflow.cli.data", "ingest", "Stream parquet SRC files into an era-sorted store at STORE (a directory)."),
+    "info": ("eraflow.cli.data", "info", "Summarise a store: rows, eras, features, feature sets, targets with NaN share, size."),
+    "cache": ("eraflow.cli.cache", "cache", "The LightGBM Dataset cache of a store: list or clean it."),
+    "train": ("eraflow.cli.models", "train", "Train LightGBM models from a store: one per target, plus a rank ensemble."),
+    "predict": ("eraflow.cli.models", "predict", "Predict every row of a store (or some eras) with a trained model."),
+    "score": ("eraflow.cli.scores", "score", "Score prediction columns era by era: numerai_corr, MMC, feature exposure."),
+    "evaluate": ("eraflow.cli.scores", "evaluate", "Evaluate prediction columns era by era and write a report with plots."),
+    "neutralize": ("eraflow.cli.scores", "neutralize", "Neutralize prediction columns era by era against the store's features."),
+    "live": ("eraflow.cli.live", "live", "Predict Numerai's live era with a trained model, ready to submit."),
+    "export": ("eraflow.cli.live", "export", "Export a model as a cloudpickled predict(live_features, live_benchmark_models) for Numerai's model upload."),
+    "submit": ("eraflow.cli.numerai", "submit", "Validate PREDS (parquet or CSV: id, prediction) as Numerai does, then upload it for --model."),
+    "run": ("eraflow.cli.pipeline", "run", "Run a pipeline file: data, ingest, train, post-process, evaluate, live, submit."),
+    "runs": ("eraflow.cli.runs", "runs", "The ledger of runs (a DuckDB file; plain SQL works on it too)."),
+    "bench": ("eraflow.cli.bench", "bench", "Benchmarks that print ratios against baselines measured in the same run."),
+}
+# commands whose work is LightGBM or numba: they take --threads N
+COMPUTE = frozenset({"ingest", "train", "predict", "score", "evaluate", "neutralize", "live", "export", "run"})
+# errors of these libraries are about the data or parameters given: one line, exit 2
+LIBRARY_ERRORS = ("polars", "pyarrow", "lightgbm", "duckdb")
 
 
 def _fail(message: str, status: int):
@@ -25,11 +46,62 @@ def _fail(message: str, status: int):
     sys.exit(status)
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _set_threads(_ctx, _param, value):
+    if value is not None:
+        if value < 0:
+            raise click.BadParameter("must be ≥ 0 (0: each library's default)")
+        from eraflow.engine.threads import set_threads
+
+        set_threads(value)
+    return value
+
+
+def threads_option() -> click.Option:
+    return click.Option(["--threads"], type=int, expose_value=False, callback=_set_threads, is_eager=True,
+                        help="Threads for LightGBM, numba and BLAS [default: all cores]. On a busy machine "
+                             "fewer threads are often faster.")
+
+
+class _WarningEcho(logging.Handler):
+    """Library warnings (eraflow.engine.notices) as ``warning: …`` lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"warning: {record.getMessage()}", err=True)
+
+
 class EraflowGroup(click.Group):
-    """A group whose errors are one line on stderr: exit 2 for bad input, never a traceback."""
+    """Loads a command's module only when it runs; errors are one line on stderr, never a traceback."""
+
+    def list_commands(self, ctx) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        import importlib
+
+        command = getattr(importlib.import_module(module), attr)
+        if name in COMPUTE and not any(p.name == "threads" for p in command.params):
+            command.params.append(threads_option())
+        return command
+
+    def format_commands(self, ctx, formatter) -> None:
+        rows = [(name, help_) for name, (_, _, help_) in COMMANDS.items()]
+        limit = formatter.width - 6 - max(len(n) for n, _ in rows)
+        with formatter.section("Commands"):
+            formatter.write_dl([(n, click.Command(n, help=h).get_short_help_str(limit)) for n, h in rows])
 
     def main(self, args=None, prog_name=None, **extra):
         extra.pop("standalone_mode", None)
+        logger = logging.getLogger("eraflow")
+        handler = _WarningEcho(logging.WARNING)
+        logger.addHandler(handler)
         try:
             return super().main(args=args, prog_name=prog_name or "eraflow", standalone_mode=False, **extra)
         except click.exceptions.Abort:
@@ -43,14 +115,22 @@ class EraflowGroup(click.Group):
             _fail(str(exc).replace("\n", " "), 2)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
-        except Exception as exc:  # a bug: still one line; the traceback on request
+        except Exception as exc:
+            if type(exc).__module__.split(".")[0] in LIBRARY_ERRORS and not os.environ.get("ERAFLOW_DEBUG"):
+                _fail(f"{type(exc).__name__}: {_first_line(exc)} (a damaged or unexpected input?)", 2)
             if os.environ.get("ERAFLOW_DEBUG"):
                 raise
-            _fail(f"internal error: {type(exc).__name__}: {exc} (set ERAFLOW_DEBUG=1 for the traceback)", 1)
+            _fail(f"internal error: {type(exc).__name__}: {_first_line(exc)} (set ERAFLOW_DEBUG=1 for the traceback)", 1)
+        except BaseException as exc:  # Rust panics from polars (pyo3 PanicException) derive from BaseException
+            if type(exc).__name__ != "PanicException" or os.environ.get("ERAFLOW_DEBUG"):
+                raise
+            _fail(f"a reader failed on the data ({_first_line(exc)}); the input file may be damaged", 2)
+        finally:
+            logger.removeHandler(handler)
 
 
 @click.group(cls=EraflowGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(eraflow_version(), prog_name="eraflow")
+@click.version_option(eraflow_version(), prog_name="eraflow", package_name="eraflow")
 def cli():
     """eraflow: Numerai-style era data, streamed into memory-mapped int8 stores.
 
@@ -60,11 +140,6 @@ def cli():
       eraflow ingest data/train.parquet data/validation.parquet store/ --features-json data/features.json
       eraflow info store/
     """
-
-
-for command in (synth, ingest, info, score, evaluate, neutralize, train, predict, live, export, run, runs, bench, download,
-                submit):
-    cli.add_command(command)
 
 
 def main() -> None:

@@ -1,13 +1,33 @@
-"""eraflow engine: era-sorted stores, out-of-core ingest, synthetic Numerai data."""
+"""eraflow engine: era-sorted stores, out-of-core ingest, synthetic Numerai data.
 
-from .errors import EraflowError, InputError, LockedError, StoreError
-from .info import store_info
-from .ingest import IngestOptions, IngestPlan, IngestResult, build_store, ingest_files, plan_ingest
-from .store import EraStore, StoreView, open_store
-from .synth import SynthSpec, write_synthetic
+Public names are loaded on first use (PEP 562), so ``import eraflow.engine.errors`` — what the
+CLI needs before it knows the command — does not import Polars, numba or LightGBM.
+"""
 
-__all__ = [
-    "EraStore", "EraflowError", "IngestOptions", "IngestPlan", "IngestResult", "InputError",
-    "LockedError", "StoreError", "StoreView", "SynthSpec", "build_store", "open_store",
-    "ingest_files", "plan_ingest", "store_info", "write_synthetic",
-]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "EraflowError": "errors", "InputError": "errors", "LockedError": "errors", "StoreError": "errors",
+    "store_info": "info",
+    "IngestOptions": "ingest", "IngestPlan": "ingest", "IngestResult": "ingest", "build_store": "ingest",
+    "ingest_files": "ingest", "plan_ingest": "ingest",
+    "EraStore": "store", "StoreView": "store", "open_store": "store",
+    "SynthSpec": "synth", "write_synthetic": "synth",
+    "EraLGBMRegressor": "estimator",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
