@@ -38,13 +38,29 @@ def _file_writer_path(path: Path) -> Path:
     return atomic_writer_path(path)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def _check_target(path: Path, kind: str | None) -> None:
+    """Right before the rename: ``path`` must still be absent or eraflow's own ``kind`` output."""
+    if kind is not None:
+        from .outputs import check_replaceable
+
+        check_replaceable(path, kind)
+
+
+def _write_errors(path: Path, kind: str | None):
+    from .outputs import write_errors
+
+    return write_errors(path, kind or "file")
+
+
+def atomic_write_bytes(path: Path, data: bytes, kind: str | None = None) -> None:
+    """Write ``data`` to ``path`` under a temporary name, then rename; ``kind``: check the target first."""
     tmp = _file_writer_path(path)
     try:
-        with open(tmp, "wb") as fh:
+        with _write_errors(path, kind), open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        _check_target(path, kind)
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -74,6 +90,11 @@ def replace_dir(new: Path, target: Path) -> None:
     On Linux the two directories are exchanged in one step, so ``target`` always names a complete
     directory. Elsewhere the old one is renamed aside first (a crash in between leaves no target).
     """
+    from .outputs import built_dir_kind, check_replaceable
+
+    kind = built_dir_kind(new)
+    if kind is not None:
+        check_replaceable(target, kind)
     if not target.exists():
         new.rename(target)
     elif _exchange(new, target):
@@ -86,11 +107,41 @@ def replace_dir(new: Path, target: Path) -> None:
     fsync_path(target.parent)
 
 
+def _writer_pid(tmp_name: str, prefix: str) -> int | None:
+    """The pid in a temporary's name ``<name>.tmp-<pid>-<hex>``; None when it has no such form."""
+    pid, _, token = tmp_name[len(prefix):].partition("-")
+    return int(pid) if pid.isdigit() and int(pid) > 0 and token else None
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (it may belong to another user)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def remove_stale_temporaries(path: Path) -> list[Path]:
-    """Delete temporary siblings of ``path`` left by killed writers; call only while holding its lock."""
+    """Delete temporary siblings of ``path`` whose writer process has exited (or is this one).
+
+    A process writes one output path at a time, so its own leftovers are stale too; those of
+    another live process are kept, and so are names without a pid.
+    """
+    prefix = f"{path.name}{TMP_MARK}"
+    try:
+        names = [n for n in os.listdir(path.parent) if n.startswith(prefix)]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
     removed = []
-    for p in path.parent.glob(f"{path.name}{TMP_MARK}*"):
-        if p.is_dir():
+    for name in names:
+        pid = _writer_pid(name, prefix)
+        if pid is None or (pid != os.getpid() and process_alive(pid)):
+            continue
+        p = path.parent / name
+        if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
         else:
             p.unlink(missing_ok=True)
@@ -98,13 +149,23 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
     return removed
 
 
-def atomic_write_parquet(path: Path, table) -> None:
-    """Write a pyarrow table to ``path`` under a temporary name, then rename."""
+def atomic_write_parquet(path: Path, table, kind: str | None = None) -> None:
+    """Write a pyarrow table to ``path`` under a temporary name, then rename.
+
+    ``kind`` (predictions, per_era, submission): the footer records it as eraflow's output, and
+    the target is checked to be absent or eraflow's own output of that kind before the rename.
+    """
     import pyarrow.parquet as pq
 
     tmp = _file_writer_path(path)
     try:
-        pq.write_table(table, tmp)
+        if kind is not None:
+            from .outputs import mark_table
+
+            table = mark_table(table, kind)
+        with _write_errors(path, kind):
+            pq.write_table(table, tmp)
+        _check_target(path, kind)
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -15,3 +15,13 @@ class StoreError(EraflowError):
 
 class LockedError(EraflowError):
     """Another process is writing the same store."""
+
+
+class OutputError(InputError):
+    """An output path eraflow may not write (not its own output, an input, a link…) or a failed write."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (its type's name when it has none), for one-line reports."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
