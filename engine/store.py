@@ -2,75 +2,266 @@
 
 A store is a directory::
 
-    meta.json     format version, sources, feature/target names, feature sets, era labels, n_rows
+    meta.json     format version, sources, feature/target names, feature sets, era labels, n_rows,
+                  rows per era (era_rows, format version 2)
     features.i8   n_rows × n_features int8, C order; missing = -1
     targets.f32   n_rows × n_targets float32; NaN kept
     offsets.i64   era offsets, length n_eras + 1: era k is rows offsets[k]:offsets[k+1]
     ids.parquet   row ids in store order, plus extra source columns (e.g. data_type)
 
-Opening maps the files read-only; nothing is loaded until used.
+Opening checks meta.json's schema, the file sizes, offsets.i64 against era_rows and the row count
+of ids.parquet's footer, then maps the files read-only; nothing else is loaded until used. All
+files are opened together from one version of the directory, so a reader is unaffected by a
+re-ingest that swaps in a new store while it runs.
 """
 
 from __future__ import annotations
 
 import json
+import mmap
+import os
+import stat
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .eras import eras_in_range
-from .errors import InputError, StoreError
+from .errors import InputError, StoreError, first_line
 
 FORMAT = "eraflow-store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: meta.json records rows per era (``era_rows``), checked against offsets.i64 on open
+READ_VERSIONS = (1, 2)  # version 1 stores (no ``era_rows``) still open, with the other checks only
 META, FEATURES, TARGETS, OFFSETS, IDS = "meta.json", "features.i8", "targets.f32", "offsets.i64", "ids.parquet"
+DATA_FILES = (FEATURES, TARGETS, OFFSETS, IDS)
 MISSING = -1  # int8 code of a missing feature value
 FNC_FEATURE_SET = "fncv3_features"  # the features.json set behind Numerai's FNCv3 (feature-neutral corr)
 BATCH_BYTES = 64 << 20  # default float32 bytes per batch from EraStore.batches
+OPEN_ATTEMPTS = 3  # tries to open one version of a store that a re-ingest is swapping
+REBUILD = "rebuild it with `eraflow ingest --force`"
+REMAKE = "remove the directory and run `eraflow ingest` again"  # --force replaces only a dir with our meta.json
 
 
 def open_store(path: str | Path) -> EraStore:
-    """Open the store at ``path``; StoreError if missing, damaged, or of another format version."""
+    """Open the store at ``path``; StoreError if missing, damaged, or of another format version.
+
+    Every file is opened at once from one version of the directory, so a reader keeps seeing the
+    store it opened while a re-ingest swaps in a new one.
+    """
     return EraStore(Path(path))
 
 
-def _read_meta(path: Path) -> dict:
+def _damaged(path: Path, problem: str, fix: str = REBUILD) -> StoreError:
+    return StoreError(f"store {path} is damaged: {problem}; {fix}")
+
+
+# -- opening one version ---------------------------------------------------------------------
+
+def _open_dir(path: Path) -> int:
+    """A descriptor of the store directory; its files are opened through it."""
     if not path.exists():
         raise StoreError(f"no store at {path}: create one with `eraflow ingest SRC.parquet {path}`")
     if not path.is_dir():
         raise StoreError(f"{path} is a file, not a store directory")
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def _open_present(path: Path, dir_fd: int) -> dict[str, int]:
+    """Read-only descriptors of the store files present in the directory ``dir_fd``."""
+    fds: dict[str, int] = {}
     try:
-        meta = json.loads((path / META).read_text())
+        for name in (META, *DATA_FILES):
+            try:
+                fds[name] = os.open(name, os.O_RDONLY, dir_fd=dir_fd)
+            except FileNotFoundError:
+                continue
+    except OSError as exc:
+        _close_all(fds)
+        raise StoreError(f"cannot read store {path}: {exc.strerror} ({exc.filename or name})") from None
+    return fds
+
+
+def _was_swapped(path: Path, dir_fd: int) -> bool:
+    """True when ``path`` no longer names the directory ``dir_fd`` (a re-ingest replaced it)."""
+    try:
+        now = os.stat(path)
     except FileNotFoundError:
-        raise StoreError(f"store {path} is damaged: {META} is missing; rebuild it with `eraflow ingest --force`") from None
-    except json.JSONDecodeError as exc:
-        raise StoreError(f"store {path} is damaged: {META} is not valid JSON ({exc.msg}); rebuild it with --force") from None
-    if meta.get("format") != FORMAT:
+        return True
+    then = os.fstat(dir_fd)
+    return (now.st_dev, now.st_ino) != (then.st_dev, then.st_ino)
+
+
+def _open_version(path: Path) -> dict[str, int]:
+    """Descriptors of meta.json and the data files, all from one version of the store directory.
+
+    A re-ingest swaps a new directory in and deletes the old one's files; when that happens while
+    the files are being opened, some are gone, and they are all opened again from the new one.
+    """
+    for _ in range(OPEN_ATTEMPTS):
+        dir_fd = _open_dir(path)
+        try:
+            fds = _open_present(path, dir_fd)
+            swapped = len(fds) < 1 + len(DATA_FILES) and _was_swapped(path, dir_fd)
+        finally:
+            os.close(dir_fd)
+        if not swapped:
+            return fds
+        _close_all(fds)
+    raise StoreError(f"store {path} kept changing while it was opened (an ingest is replacing it); try again")
+
+
+def _close_all(fds: dict[str, int]) -> None:
+    for fd in fds.values():
+        os.close(fd)
+
+
+def _read_fd(fd: int) -> bytes:
+    with open(fd, "rb", closefd=False) as fh:
+        return fh.read()
+
+
+# -- meta.json -------------------------------------------------------------------------------
+
+def _read_meta(path: Path, fds: dict[str, int]) -> dict:
+    """meta.json of the opened version, checked against its schema.
+
+    A directory without meta.json and without store files is "not a store"; one that has store
+    files or a meta.json of this format is a store, and any problem makes it "damaged".
+    """
+    has_data = any(name in fds for name in DATA_FILES)
+    if META not in fds:
+        if has_data:
+            raise _damaged(path, f"{META} is missing", REMAKE)
+        raise StoreError(f"{path} is not an eraflow store (no {META}); give a directory made by `eraflow ingest`")
+    try:
+        meta = json.loads(_read_fd(fds[META]))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        if has_data:
+            raise _damaged(path, f"{META} is not valid JSON ({getattr(exc, 'msg', 'not UTF-8')})", REMAKE) from None
+        raise StoreError(f"{path} is not an eraflow store ({META} is not valid JSON)") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        if has_data:
+            raise _damaged(path, f"{META} has no format {FORMAT!r}", REMAKE)
         raise StoreError(f"{path} is not an eraflow store ({META} has no format {FORMAT!r})")
-    if meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("format_version") not in READ_VERSIONS:
         raise StoreError(f"store {path} has format version {meta.get('format_version')}, this eraflow reads "
-                         f"version {FORMAT_VERSION}; rebuild it with `eraflow ingest --force`")
+                         f"versions {', '.join(map(str, READ_VERSIONS))}; {REBUILD}")
+    problem = _meta_problem(meta)
+    if problem:
+        raise _damaged(path, f"{META} {problem}")
     return meta
 
 
-def _check_size(path: Path, name: str, expected: int) -> None:
-    f = path / name
-    if not f.exists():
-        raise StoreError(f"store {path} is damaged: {name} is missing; rebuild it with `eraflow ingest --force`")
-    size = f.stat().st_size
+def _is_count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _is_names(v) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v) and len(set(v)) == len(v)
+
+
+def _is_share(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
+
+
+META_KEYS = {  # key: (check, what the value must be)
+    "fingerprint": (lambda v: isinstance(v, str), "a string"),
+    "created": (lambda v: isinstance(v, str), "a string"),
+    "n_rows": (_is_count, "an integer >= 0"),
+    "eras": (lambda v: _is_names(v) and len(v) > 0, "a non-empty list of distinct strings"),
+    "feature_names": (_is_names, "a list of distinct strings"),
+    "target_names": (_is_names, "a list of distinct strings"),
+    "extra_columns": (_is_names, "a list of distinct strings"),
+    "feature_sets": (lambda v: isinstance(v, dict) and all(_is_names(m) for m in v.values()),
+                     "an object of lists of feature names"),
+    "target_nan_share": (lambda v: isinstance(v, dict) and all(_is_share(x) for x in v.values()),
+                         "an object of shares in [0, 1]"),
+    "era_rows": (lambda v: isinstance(v, list) and all(_is_count(x) for x in v), "a list of integers >= 0"),
+}
+
+
+def _meta_problem(meta: dict) -> str | None:
+    """What is wrong with a meta.json's keys, types or lengths (None when nothing is)."""
+    required = [k for k in META_KEYS if k != "era_rows" or meta["format_version"] >= 2]
+    for key in required:
+        check, what = META_KEYS[key]
+        if key not in meta:
+            return f"has no key {key!r}"
+        if not check(meta[key]):
+            return f"key {key!r} must be {what}"
+    features = set(meta["feature_names"])
+    for name, members in meta["feature_sets"].items():
+        unknown = [f for f in members if f not in features]
+        if unknown:
+            return f"key 'feature_sets' lists unknown features in {name!r}: {', '.join(unknown[:3])}"
+    missing = [t for t in meta["target_names"] if t not in meta["target_nan_share"]]
+    if missing:
+        return f"key 'target_nan_share' has no entry for {', '.join(missing[:3])}"
+    if "era_rows" in required and (len(meta["era_rows"]) != len(meta["eras"])
+                                   or sum(meta["era_rows"]) != meta["n_rows"]):
+        return "key 'era_rows' must give the rows of each era, summing to n_rows"
+    return None
+
+
+# -- data files ------------------------------------------------------------------------------
+
+def _file_size(path: Path, fds: dict[str, int], name: str) -> int:
+    if name not in fds:
+        raise _damaged(path, f"{name} is missing")
+    st = os.fstat(fds[name])
+    if not stat.S_ISREG(st.st_mode):
+        raise _damaged(path, f"{name} is not a file")
+    return st.st_size
+
+
+def _check_size(path: Path, fds: dict[str, int], name: str, expected: int) -> None:
+    size = _file_size(path, fds, name)
     if size != expected:
-        raise StoreError(f"store {path} is damaged: {name} has {size} bytes, expected {expected}; "
-                         "rebuild it with `eraflow ingest --force`")
+        raise _damaged(path, f"{name} has {size} bytes, expected {expected}")
 
 
-def _memmap(path: Path, dtype, shape: tuple[int, int]) -> np.ndarray:
+def _memmap(fd: int, dtype, shape: tuple[int, int]) -> np.ndarray:
     if shape[0] * shape[1] == 0:  # mmap cannot map an empty file
         return np.empty(shape, dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r", shape=shape)
+    with open(fd, "rb", closefd=False) as fh:
+        return np.memmap(fh, dtype=dtype, mode="r", shape=shape)
+
+
+def _read_offsets(path: Path, fd: int, meta: dict) -> np.ndarray:
+    """offsets.i64, checked against n_rows and (version 2) the rows per era recorded in meta.json."""
+    offsets = np.frombuffer(_read_fd(fd), dtype=np.int64).copy()
+    counts = np.diff(offsets)
+    if offsets[0] != 0 or offsets[-1] != meta["n_rows"] or np.any(counts < 0):
+        raise _damaged(path, f"{OFFSETS} is not a valid offsets array")
+    if "era_rows" in meta:
+        differ = np.flatnonzero(counts != np.asarray(meta["era_rows"], dtype=np.int64))
+        if differ.size:
+            k = int(differ[0])
+            raise _damaged(path, f"{OFFSETS} gives era {meta['eras'][k]} {int(counts[k])} rows, {META} records "
+                                 f"{meta['era_rows'][k]}")
+    return offsets
+
+
+def _map_ids(path: Path, fds: dict[str, int], meta: dict) -> pa.Buffer:
+    """ids.parquet mapped into memory (pages read when used), its footer checked: rows and columns."""
+    if _file_size(path, fds, IDS) == 0:
+        raise _damaged(path, f"{IDS} is empty")
+    buffer = pa.py_buffer(mmap.mmap(fds[IDS], 0, access=mmap.ACCESS_READ))
+    try:
+        footer = pq.ParquetFile(pa.BufferReader(buffer)).metadata
+    except (pa.ArrowException, OSError) as exc:
+        raise _damaged(path, f"{IDS} cannot be read ({first_line(exc)})") from None
+    if footer.num_rows != meta["n_rows"]:
+        raise _damaged(path, f"{IDS} has {footer.num_rows} rows, expected {meta['n_rows']}")
+    missing = [c for c in ("id", *meta["extra_columns"]) if c not in footer.schema.names]
+    if missing:
+        raise _damaged(path, f"{IDS} lacks column(s) {', '.join(missing)}")
+    return buffer
 
 
 def row_runs(offsets: np.ndarray, era_index: np.ndarray) -> list[tuple[int, int]]:
@@ -103,23 +294,44 @@ def int8_to_float32(block: np.ndarray) -> np.ndarray:
 
 
 class EraStore:
-    """A store opened read-only. ``features``/``targets`` are np.memmap; ``offsets`` int64."""
+    """A store opened read-only. ``features``/``targets`` are np.memmap; ``offsets`` int64.
+
+    All files are opened in ``__init__`` from one version of the directory: a re-ingest that
+    replaces the store later does not change what this object reads. Read features with
+    ``pread`` on ``features_fd`` (open until ``close()`` or garbage collection), never by path.
+    """
 
     def __init__(self, path: Path):
         self.path = path
-        self.meta = meta = _read_meta(path)
-        n, nf, nt = meta["n_rows"], len(meta["feature_names"]), len(meta["target_names"])
-        n_eras = len(meta["eras"])
-        _check_size(path, FEATURES, n * nf)
-        _check_size(path, TARGETS, n * nt * 4)
-        _check_size(path, OFFSETS, (n_eras + 1) * 8)
-        if not (path / IDS).exists():
-            raise StoreError(f"store {path} is damaged: {IDS} is missing; rebuild it with --force")
-        self.features = _memmap(path / FEATURES, np.int8, (n, nf))
-        self.targets = _memmap(path / TARGETS, np.float32, (n, nt))
-        self.offsets = np.fromfile(path / OFFSETS, dtype=np.int64)
-        if self.offsets[0] != 0 or self.offsets[-1] != n or np.any(np.diff(self.offsets) < 0):
-            raise StoreError(f"store {path} is damaged: {OFFSETS} is not a valid offsets array")
+        fds = _open_version(path)
+        try:
+            self.meta = meta = _read_meta(path, fds)
+            n, nf, nt = meta["n_rows"], len(meta["feature_names"]), len(meta["target_names"])
+            _check_size(path, fds, FEATURES, n * nf)
+            _check_size(path, fds, TARGETS, n * nt * 4)
+            _check_size(path, fds, OFFSETS, (len(meta["eras"]) + 1) * 8)
+            self.offsets = _read_offsets(path, fds[OFFSETS], meta)
+            self._ids_buffer = _map_ids(path, fds, meta)
+            self.features = _memmap(fds[FEATURES], np.int8, (n, nf))
+            self.targets = _memmap(fds[TARGETS], np.float32, (n, nt))
+        except BaseException:
+            _close_all(fds)
+            raise
+        self.features_fd: int = fds.pop(FEATURES)
+        _close_all(fds)
+        self._close = weakref.finalize(self, os.close, self.features_fd)
+
+    def close(self) -> None:
+        """Close ``features_fd`` (it becomes -1, so a later read fails instead of reading another
+        file under a reused number); the memmaps and ids stay readable."""
+        self._close()
+        self.features_fd = -1
+
+    def __enter__(self) -> EraStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # -- names -------------------------------------------------------------------------------
     @property
@@ -150,20 +362,23 @@ class EraStore:
     def fingerprint(self) -> str:
         return self.meta["fingerprint"]
 
-    @cached_property
-    def _id_table(self):
-        return pq.read_table(self.path / IDS)
+    def id_table(self, columns: Sequence[str] | None = None) -> pa.Table:
+        """ids.parquet of the opened version (``id`` and extra columns, or ``columns``), in store order."""
+        try:
+            return pq.read_table(pa.BufferReader(self._ids_buffer), columns=columns)
+        except (pa.ArrowException, OSError) as exc:
+            raise _damaged(self.path, f"{IDS} cannot be read ({first_line(exc)})") from None
 
     @cached_property
     def ids(self) -> np.ndarray:
         """Row ids in store order (numpy str objects; read on first use)."""
-        return self._id_table.column("id").to_numpy()
+        return self.id_table(["id"]).column("id").to_numpy()
 
     def extra(self, name: str) -> np.ndarray:
         """An extra source column kept beside the ids (e.g. ``data_type``), in store order."""
-        if name not in self._id_table.column_names or name == "id":
+        if name not in self.meta["extra_columns"]:
             raise InputError(f"store has no extra column {name!r}; it has {self.meta['extra_columns']}")
-        return self._id_table.column(name).to_numpy()
+        return self.id_table([name]).column(name).to_numpy()
 
     # -- views -------------------------------------------------------------------------------
     def era_slice(self, k: int) -> StoreView:
