@@ -8,10 +8,12 @@ fails early on bad input. Building (``build_store``) is an out-of-core counting 
 2. pass 2 reads row slices; each row goes to ``offsets[era] + rows already placed in that era``,
    so within an era rows keep their source order. A slice is permuted into destination order and
    written with ``pwrite`` as contiguous runs (one run when the source is already era-sorted).
+   Row groups too large to slice cheaply are staged in the temporary directory first (see
+   ``readers``); ids of sources not sorted by era are sorted one bucket of rows at a time.
 
 The store is built in a temporary sibling directory, fsynced, and swapped into place; a lock
-file keeps two ingests out of one store. Memory is one slice plus 6–8 bytes per row (era code
-and id hash), whatever the file size.
+file keeps two ingests out of one store. Memory is one slice plus 10 bytes per row (era code
+and id hash), whatever the file size or its row groups.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from .atomic import atomic_writer_path, fsync_path, remove_stale_temporaries, replace_dir
@@ -35,13 +38,18 @@ from .codes import to_codes
 from .eras import eras_in_range, sort_eras
 from .errors import InputError, StoreError
 from .lock import exclusive_lock
+from .outputs import check_output_dir, translates_write_errors
 from .readers import ENGINES, make_reader
 from .sources import ERA_COLUMN, Source, inspect_source
 from .store import FEATURES, FORMAT, FORMAT_VERSION, IDS, META, OFFSETS, TARGETS, open_store
 from .version import eraflow_version
 
 SLICE_BYTES = 32 << 20  # int8 feature bytes per pass-2 slice: bounds decode buffers
+DEFAULT_TARGETS = "target*"  # the one target pattern allowed to match nothing (live.parquet has no targets)
 KEY_ROWS = 1 << 17  # rows per pass-1 slice (era and id columns only): bounds its string buffers
+ID_BUCKET_ROWS = 1 << 18  # store rows per id bucket sorted at once when sources are not era-sorted
+MAX_ID_BUCKETS = 256  # open bucket files at most; buckets grow beyond ID_BUCKET_ROWS past 67M rows
+WRITE_BYTES = 1 << 20  # bytes per pwrite: 33 MiB writes were 4× slower per byte than 1 MiB ones (2-core VM)
 Progress = Callable[[str, int, int], None]  # (stage, rows done since last call, total rows)
 
 
@@ -52,7 +60,7 @@ class IngestOptions:
     features: Sequence[str] | None = None
     feature_set: str | None = None
     features_json: Path | None = None
-    targets: Sequence[str] = ("target*",)
+    targets: Sequence[str] = (DEFAULT_TARGETS,)
     eras: str | None = None
     batch_rows: int | None = None
     engine: str = "polars"
@@ -113,12 +121,34 @@ def read_features_json(path: Path) -> dict:
         raise InputError(f"{path} is not valid JSON ({exc})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("feature_sets"), dict):
         raise InputError(f"{path} has no `feature_sets` object; is it Numerai's features.json?")
+    for name, members in doc["feature_sets"].items():
+        if not _is_str_list(members):
+            raise InputError(f"{path}: feature set {name!r} must be a list of feature names")
+    if "targets" in doc and not _is_str_list(doc["targets"]):
+        raise InputError(f"{path}: `targets` must be a list of target names")
     return doc
+
+
+def _is_str_list(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
 def _match(names: Sequence[str], patterns: Sequence[str]) -> list[str]:
     """Names matching any pattern (exact or glob), in the order the names appear."""
     return [n for n in names if any(n == p or fnmatch.fnmatchcase(n, p) for p in patterns)]
+
+
+def _choose_targets(first: Source, patterns: Sequence[str]) -> list[str]:
+    """Columns of ``first`` matching the target patterns; every pattern but the default must match one."""
+    names = first.schema.names
+    unmatched = [p for p in patterns if p != DEFAULT_TARGETS and not _match(names, [p])]
+    if unmatched:
+        available = [n for n in names if n.startswith("target")]
+        more = f" ({len(available)} in all)" if len(available) > 8 else ""
+        has = f"its targets are {', '.join(available[:8])}{more}" if available else "it has no target columns"
+        raise InputError(f"target pattern {', '.join(map(repr, unmatched))} matches no column of {first.name}; {has} "
+                         "(--targets '' selects none)")
+    return _match(names, patterns)
 
 
 def _choose_features(first: Source, options: IngestOptions, sets: dict) -> list[str]:
@@ -136,13 +166,15 @@ def _choose_features(first: Source, options: IngestOptions, sets: dict) -> list[
 
 
 def _check_columns(sources: list[Source], wanted: list[str], kind: str, every_source: bool) -> None:
+    chosen = set(wanted)
     for src in sources:
-        missing = [c for c in wanted if c not in src.schema.names]
+        names = set(src.schema.names)  # a set: `in schema.names` built a list per lookup (0.5 s at 2376 columns)
+        missing = [c for c in wanted if c not in names]
         if missing:
             raise InputError(f"{src.name} lacks {len(missing)} {kind} column(s) that were asked for or that "
                              f"{sources[0].name} has: {', '.join(missing[:5])}")
         if every_source:
-            extra = [c for c in src.schema.names if c.startswith("feature") and c not in set(wanted)]
+            extra = [c for c in src.schema.names if c.startswith("feature") and c not in chosen]
             if extra:
                 raise InputError(f"{src.name} has {len(extra)} feature column(s) that {sources[0].name} lacks: "
                                  f"{', '.join(extra[:5])}; pass --features or --feature-set to choose")
@@ -172,7 +204,7 @@ def plan_ingest(paths: Sequence[str | Path], options: IngestOptions = IngestOpti
     if len(set(features)) != len(features):
         raise InputError("a feature is listed twice")
     _check_columns(sources, features, "feature", every_source=options.features is None and options.feature_set is None)
-    targets = _match(sources[0].schema.names, options.targets)
+    targets = _choose_targets(sources[0], options.targets)
     _check_columns(sources, targets, "target", every_source=False)
     for src in sources:
         for name in features:
@@ -184,8 +216,7 @@ def plan_ingest(paths: Sequence[str | Path], options: IngestOptions = IngestOpti
         extras += [c for c in src.schema.names if c not in extras and c not in (ERA_COLUMN, src.id_column, "id")
                    and not c.startswith(("feature", "target", "__index_level"))]
     chosen = set(features)
-    feature_sets = {name: [f for f in members if f in chosen] for name, members in doc["feature_sets"].items()
-                    if isinstance(members, list)}
+    feature_sets = {name: [f for f in members if f in chosen] for name, members in doc["feature_sets"].items()}
     feature_sets = {k: v for k, v in feature_sets.items() if v}
     feature_sets["all"] = features
     return IngestPlan(sources, features, targets, extras, feature_sets, options)
@@ -215,6 +246,8 @@ def layout_eras(plan: IngestPlan, reader, progress: Progress | None) -> EraLayou
     codes = []
     hashes = np.empty(plan.n_rows, dtype=np.uint64)
     hashed = 0
+    counts = np.zeros(len(labels), dtype=np.int64)
+    order = _EraOrder()
     for src in plan.sources:
         src_codes = np.empty(src.n_rows, dtype=dtype)
         done = 0
@@ -224,7 +257,11 @@ def layout_eras(plan: IngestPlan, reader, progress: Progress | None) -> EraLayou
             if keys["id"].null_count():
                 raise InputError(f"{src.name}: the id column has missing values")
             code = keys.join(lookup, on="era", how="left", maintain_order="left")["code"].fill_null(-1)
-            src_codes[done:done + len(keys)] = code.to_numpy()
+            block = src_codes[done:done + len(keys)]
+            block[:] = code.to_numpy()
+            kept = block[block >= 0]
+            counts += np.bincount(kept, minlength=len(labels))
+            order.see(kept)
             hashes[hashed:hashed + len(keys)] = keys["id"].hash(seed=0).to_numpy()
             hashed += len(keys)
             done += len(keys)
@@ -232,11 +269,20 @@ def layout_eras(plan: IngestPlan, reader, progress: Progress | None) -> EraLayou
                 progress("scanning eras", len(keys), plan.n_rows)
         codes.append(src_codes)
     _check_unique_ids(plan, reader, hashes)
-    kept = np.concatenate([c[c >= 0] for c in codes])
-    counts = np.bincount(kept.astype(np.int64), minlength=len(labels))
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    is_sorted = bool(kept.size < 2 or np.all(np.diff(kept) >= 0))
-    return EraLayout(labels, codes, offsets, is_sorted)
+    return EraLayout(labels, codes, offsets, order.sorted)
+
+
+class _EraOrder:
+    """Whether the era codes of kept rows, seen slice by slice, never decrease."""
+
+    def __init__(self):
+        self.sorted, self._last = True, -1
+
+    def see(self, kept: np.ndarray) -> None:
+        if self.sorted and kept.size:
+            self.sorted = bool(kept[0] >= self._last and np.all(kept[1:] >= kept[:-1]))
+            self._last = int(kept[-1])
 
 
 def _check_unique_ids(plan: IngestPlan, reader, hashes: np.ndarray) -> None:
@@ -286,13 +332,13 @@ def contiguous_runs(dest: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _pwrite_rows(fd: int, block: np.ndarray, dest: np.ndarray) -> None:
-    """Write C-order rows of ``block`` to rows ``dest`` of a row-major file."""
+    """Write C-order rows of ``block`` to rows ``dest`` of a row-major file, ``WRITE_BYTES`` at a time."""
     row_bytes = block.shape[1] * block.itemsize
     for start, length in contiguous_runs(dest):
         view = memoryview(np.ascontiguousarray(block[start:start + length])).cast("B")
         offset = int(dest[start]) * row_bytes
         while view:
-            written = os.pwrite(fd, view, offset)
+            written = os.pwrite(fd, view[:WRITE_BYTES], offset)
             view, offset = view[written:], offset + written
 
 
@@ -307,13 +353,34 @@ class _FeatureColumns:
 def _feature_columns(plan: IngestPlan, src: Source) -> _FeatureColumns:
     """Float feature columns hold quarters when their maximum is ≤ 1 (older Numerai files), else codes."""
     floats = [f for f in plan.feature_names if pa.types.is_floating(src.type_of(f))]
-    quarters = False
-    if floats:
-        top = pl.scan_parquet(src.path).select(pl.max_horizontal(pl.col(floats).max())).collect().item()
-        quarters = top is not None and top <= 1.0
-    scaled = set(floats) if quarters else set()
+    top = _float_max(src, floats) if floats else None
+    scaled = set(floats) if top is not None and top <= 1.0 else set()
     exprs = [pl.col(f) * 4 if f in scaled else pl.col(f) for f in plan.feature_names]
     return _FeatureColumns(exprs, np.array([4.0 if f in scaled else 1.0 for f in plan.feature_names]))
+
+
+def _float_max(src: Source, floats: list[str]) -> float | None:
+    """Largest value of the ``floats`` columns (None when all are missing): from the footer's statistics when
+    every chunk has them, else scanned a few columns at a time (a scan of all decoded them at once)."""
+    meta = pq.ParquetFile(src.path).metadata
+    leaf = {meta.schema.column(j).path: j for j in range(meta.num_columns)}
+    tops = []
+    for i in range(meta.num_row_groups):
+        group = meta.row_group(i)
+        for name in floats:
+            stats = group.column(leaf[name]).statistics
+            if stats is None or not stats.has_min_max or stats.max != stats.max:  # none, or NaN (old writers)
+                return _scanned_max(src, floats)
+            tops.append(stats.max)
+    return max(tops, default=None)
+
+
+def _scanned_max(src: Source, floats: list[str]) -> float | None:
+    width = max(1, SLICE_BYTES // (8 * max(rows for rows, _ in src.row_groups)))  # float64 columns of a row group
+    scan = pl.scan_parquet(src.path)
+    tops = [scan.select(pl.max_horizontal(pl.col(floats[k:k + width]).max())).collect().item()
+            for k in range(0, len(floats), width)]
+    return max((t for t in tops if t is not None and t == t), default=None)  # t == t: not NaN (an all-NaN column)
 
 
 def _feature_codes(plan: IngestPlan, src: Source, frame: pl.DataFrame, columns: _FeatureColumns, row0: int,
@@ -332,29 +399,62 @@ def _feature_codes(plan: IngestPlan, src: Source, frame: pl.DataFrame, columns: 
 
 
 class _IdWriter:
-    """ids.parquet in store order: streamed when sources are era-sorted, else sorted at the end."""
+    """ids.parquet (ids and extra columns) in store order, in memory bounded whatever the row count.
 
-    def __init__(self, path: Path, schema: pa.Schema, in_order: bool):
+    Era-sorted sources stream straight into it. Otherwise a slice's rows, in destination order
+    (their destination rows increase), are appended with those rows to the spill file of each bucket
+    of ``bucket_rows`` destination rows they fall in; ``close`` then sorts one bucket at a time.
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema, in_order: bool, n_rows: int):
         self.path, self.schema, self.in_order = path, schema, in_order
-        target = path if in_order else path.with_name("ids.unsorted.parquet")
-        self._schema = schema if in_order else schema.append(pa.field("_row", pa.int64()))
-        self._target = target
-        self._writer = pq.ParquetWriter(target, self._schema)
+        self.bucket_rows = max(ID_BUCKET_ROWS, -(-n_rows // MAX_ID_BUCKETS))
+        self._writer = pq.ParquetWriter(path, schema)
+        self._buckets: dict[int, ipc.RecordBatchStreamWriter] = {}
 
     def write(self, frame: pl.DataFrame, take: np.ndarray, dest: np.ndarray) -> None:
-        cols = {}
-        for f in self.schema:
-            col = frame[f.name].to_arrow() if f.name in frame.columns else pa.nulls(len(frame), f.type)
-            cols[f.name] = col.cast(f.type).take(pa.array(take))
-        if not self.in_order:
-            cols["_row"] = pa.array(dest)
-        self._writer.write_table(pa.table(cols, schema=self._schema))
+        """Rows ``take`` of ``frame`` go to store rows ``dest`` (increasing). Gathers through Polars:
+        ``pa.array`` of a numpy array imports pandas (0.4 s)."""
+        rows = frame.select([c for c in self.schema.names if c in frame.columns])[take]
+        cols = {f.name: rows[f.name].to_arrow().cast(f.type) if f.name in rows.columns else pa.nulls(take.size, f.type)
+                for f in self.schema}
+        table = pa.table(cols, schema=self.schema)
+        if self.in_order:
+            self._writer.write_table(table)
+            return
+        table = table.append_column("_row", pl.Series(dest).to_arrow())
+        first, last = int(dest[0]) // self.bucket_rows, int(dest[-1]) // self.bucket_rows
+        cuts = np.searchsorted(dest, np.arange(first + 1, last + 1) * self.bucket_rows).tolist()
+        for bucket, lo, hi in zip(range(first, last + 1), [0, *cuts], [*cuts, dest.size]):
+            self._bucket(bucket, table.schema).write_table(table.slice(lo, hi - lo))
+
+    def _bucket(self, bucket: int, schema: pa.Schema) -> ipc.RecordBatchStreamWriter:
+        if bucket not in self._buckets:
+            self._buckets[bucket] = ipc.new_stream(str(self._bucket_path(bucket)), schema)
+        return self._buckets[bucket]
+
+    def _bucket_path(self, bucket: int) -> Path:
+        return self.path.with_name(f"ids.bucket-{bucket}.arrow")
 
     def close(self) -> None:
+        for bucket in sorted(self._buckets):
+            self._buckets.pop(bucket).close()
+            path = self._bucket_path(bucket)
+            with pa.memory_map(str(path)) as source:
+                table = ipc.open_stream(source).read_all()
+            self._writer.write_table(table.sort_by("_row").drop_columns(["_row"]))
+            del table
+            path.unlink()
         self._writer.close()
-        if not self.in_order:
-            pl.scan_parquet(self._target).sort("_row").drop("_row").sink_parquet(self.path)
-            self._target.unlink()
+
+    def abort(self) -> None:
+        """Close every open writer after a failure (the caller removes the temporary directory)."""
+        for writer in [*self._buckets.values(), self._writer]:
+            try:
+                writer.close()
+            except Exception:  # noqa: BLE001 — already failing: the first error is the one reported
+                pass
+        self._buckets.clear()
 
 
 def _id_schema(plan: IngestPlan) -> pa.Schema:
@@ -374,7 +474,7 @@ def _scatter(plan: IngestPlan, reader, layout: EraLayout, tmp: Path, progress: P
     cursor = layout.offsets[:-1].copy()
     nan_counts = np.zeros(nt, dtype=np.int64)
     fds = {name: os.open(tmp / name, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644) for name in (FEATURES, TARGETS)}
-    ids = _IdWriter(tmp / IDS, _id_schema(plan), layout.sorted)
+    ids = _IdWriter(tmp / IDS, _id_schema(plan), layout.sorted, n_rows)
     try:
         os.ftruncate(fds[FEATURES], n_rows * nf)
         os.ftruncate(fds[TARGETS], n_rows * nt * 4)
@@ -383,7 +483,7 @@ def _scatter(plan: IngestPlan, reader, layout: EraLayout, tmp: Path, progress: P
             extras = [c for c in plan.extra_columns if c in src.schema.names]
             columns = [src.id_column, *extras, *plan.feature_names, *plan.target_names]
             row0 = 0
-            for frame in reader.slices(src, columns, plan.batch_rows):
+            for frame in reader.slices(src, columns, plan.batch_rows, spill=tmp):
                 slice_codes = codes[row0:row0 + len(frame)]
                 take, dest = destination(slice_codes, cursor)
                 if take.size:
@@ -402,6 +502,9 @@ def _scatter(plan: IngestPlan, reader, layout: EraLayout, tmp: Path, progress: P
         ids.close()
         for fd in fds.values():
             os.fsync(fd)
+    except BaseException:
+        ids.abort()
+        raise
     finally:
         for fd in fds.values():
             os.close(fd)
@@ -414,7 +517,8 @@ def _meta(plan: IngestPlan, layout: EraLayout, nan_counts: dict) -> dict:
     n = int(layout.offsets[-1])
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION, "fingerprint": plan.fingerprint,
-        "n_rows": n, "eras": layout.eras, "feature_names": plan.feature_names,
+        "n_rows": n, "eras": layout.eras, "era_rows": np.diff(layout.offsets).tolist(),
+        "feature_names": plan.feature_names,
         "target_names": plan.target_names, "feature_sets": plan.feature_sets,
         "extra_columns": plan.extra_columns,
         "target_nan_share": {t: (c / n if n else 0.0) for t, c in nan_counts.items()},
@@ -425,17 +529,17 @@ def _meta(plan: IngestPlan, layout: EraLayout, nan_counts: dict) -> dict:
 
 def _is_current(store: Path, plan: IngestPlan) -> bool:
     try:
-        return open_store(store).fingerprint == plan.fingerprint
+        with open_store(store) as current:
+            return current.fingerprint == plan.fingerprint
     except StoreError:
         return False
 
 
+@translates_write_errors("store", "store")
 def build_store(plan: IngestPlan, store: str | Path, force: bool = False,
                 progress: Progress | None = None) -> IngestResult:
     """Build the store at ``store`` from ``plan`` (skipped when it is already current, unless ``force``)."""
-    store = Path(store)
-    if store.exists() and not store.is_dir():
-        raise InputError(f"store path {store} is an existing file; choose a directory path")
+    store = check_output_dir(store, "store", inputs=[s.path for s in plan.sources])
     store.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with exclusive_lock(store):

@@ -27,6 +27,7 @@ class Source:
     schema: pa.Schema
     id_column: str
     fingerprint: dict
+    row_groups: tuple[tuple[int, int], ...]  # (rows, uncompressed bytes of all columns) per row group
 
     @property
     def name(self) -> str:
@@ -95,4 +96,5 @@ def inspect_source(path: str | Path) -> Source:
     stat = path.stat()
     fingerprint = {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
                    "footer_sha256": footer_digest(path)}
-    return Source(path, n_rows, schema, _id_column(path, schema), fingerprint)
+    row_groups = tuple((g.num_rows, g.total_byte_size) for g in map(pf.metadata.row_group, range(pf.num_row_groups)))
+    return Source(path, n_rows, schema, _id_column(path, schema), fingerprint, row_groups)
