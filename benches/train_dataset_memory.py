@@ -31,7 +31,7 @@ t = time.perf_counter()
 if sys.argv[1] == "float32":
     ds = lgb.Dataset(np.asarray(store.features, dtype=np.float32), label=y, params=params).construct()
 else:
-    ds = store_dataset(store, np.arange(store.n_eras), None, "target", y, params)
+    ds = store_dataset(store, np.arange(store.n_eras), None, y, params)
 seconds = time.perf_counter() - t
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
 print(json.dumps({"seconds": seconds, "peak_rss_mib": hwm / 1024, "rows": ds.num_data(), "features": ds.num_feature()}))

@@ -1,10 +1,11 @@
 """LightGBM Datasets built from a store in row blocks, cached as LightGBM binaries.
 
 LightGBM copies a dense array it is given into float32 (n × k × 4 bytes): 9.5 GB for 1M × 2376.
-A ``lightgbm.Sequence`` over the int8 memmap hands it blocks instead, so only the block being
-binned is ever float. The constructed Dataset is saved with ``save_binary`` under a key of the
-store fingerprint, rows, features, label and binning parameters; later runs reload it (no
-re-binning).
+A ``lightgbm.Sequence`` over the store's features file hands it blocks instead, so only the block
+being binned is ever float. The constructed Dataset (binned features, no labels) is saved with
+``save_binary`` in the store's cache (:mod:`eraflow.engine.cache`) under a key of the store
+fingerprint, rows, features and binning parameters; later runs reload it after checking its
+sha256 (no re-binning), and set the labels from the store.
 """
 
 from __future__ import annotations
@@ -14,21 +15,23 @@ import json
 import logging
 import os
 from collections.abc import Sequence as Seq
-from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
 
-from .atomic import atomic_writer_path
-from .store import FEATURES, EraStore, int8_to_float32, row_runs
+from . import cache as dataset_cache
+from .errors import first_line
+from .predict import lightgbm_stderr_closed
+from .store import EraStore, int8_to_float32, row_runs
 
 # LightGBM's own messages (e.g. "Saving data to binary file") go to this logger, silent unless
 # the application configures logging: library code does not print.
 LOGGER = logging.getLogger("eraflow.lightgbm")
 LOGGER.addHandler(logging.NullHandler())
+LOGGER.propagate = False  # not user warnings: the CLI prints those of the "eraflow" logger
 lgb.register_logger(LOGGER)
 
-CACHE_DIR = "cache"  # inside the store directory; a rebuilt store starts with none
+KEY_VERSION = 2  # 2: labels left out of the binary and the key (one entry serves every target)
 BINNING_PARAMS = ("max_bin", "min_data_in_bin", "bin_construct_sample_cnt", "data_random_seed",
                   "feature_pre_filter", "use_missing", "zero_as_missing", "linear_tree", "max_bin_by_feature")
 
@@ -60,33 +63,73 @@ class StoreRows(lgb.Sequence):
         return self._rows(int(idx), int(idx) + 1)[0].astype(np.float64)
 
 
-def _cache_key(store: EraStore, runs, cols, target: str, params: dict) -> str:
+def _cache_key(store: EraStore, runs, cols, params: dict) -> str:
     binning = {k: params[k] for k in BINNING_PARAMS if k in params}
-    record = {"store": store.fingerprint, "runs": runs, "cols": None if cols is None else list(map(int, cols)),
-              "target": target, "binning": binning, "lightgbm": lgb.__version__}
+    record = {"version": KEY_VERSION, "store": store.fingerprint, "runs": runs,
+              "cols": None if cols is None else list(map(int, cols)), "binning": binning, "lightgbm": lgb.__version__}
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def store_dataset(store: EraStore, era_index: np.ndarray, cols: Seq[int] | None, target: str, label: np.ndarray,
+def _load_cached(store: EraStore, key: str, n_rows: int, n_features: int, ds_params: dict) -> lgb.Dataset | None:
+    """The verified cached Dataset of ``key``, or None (a damaged entry is removed, with a warning)."""
+    path = dataset_cache.find_entry(store, key)
+    if path is None:
+        return None
+    try:
+        dataset = lgb.Dataset(str(path), params=ds_params, free_raw_data=False).construct()
+    except lgb.basic.LightGBMError as exc:
+        dataset_cache.discard(path, f"cached dataset {path} cannot be loaded ({first_line(exc)}); rebuilding it")
+        return None
+    if (dataset.num_data(), dataset.num_feature()) != (n_rows, n_features):
+        dataset_cache.discard(path, f"cached dataset {path} holds {dataset.num_data()} × {dataset.num_feature()}, "
+                                    f"expected {n_rows} × {n_features}; rebuilding it")
+        return None
+    dataset_cache.mark_used(path)
+    return dataset
+
+
+def _save_cached(store: EraStore, key: str, dataset: lgb.Dataset, record: dict) -> None:
+    """Write ``dataset`` to the cache (the store's, or the user's when the store is read-only)."""
+    slot = dataset_cache.reserve(store, key)
+    if slot is None:
+        return
+    try:
+        with lightgbm_stderr_closed():
+            dataset.save_binary(str(slot.tmp))
+        dataset_cache.commit(slot, store, record)
+    except (OSError, lgb.basic.LightGBMError) as exc:
+        dataset_cache.abandon(slot, first_line(exc))
+
+
+def store_dataset(store: EraStore, era_index: np.ndarray, cols: Seq[int] | None, label: np.ndarray,
                   params: dict, reference: lgb.Dataset | None = None, cache: bool = True) -> lgb.Dataset:
     """A constructed Dataset of the eras ``era_index`` (label given in the same row order).
 
-    Training sets (``reference is None``) are cached under ``<store>/cache/``; validation sets
-    share the training set's bins through ``reference`` and are built directly.
+    Training sets (``reference is None``) are cached (:mod:`eraflow.engine.cache`) without
+    labels: ``label`` is set after building or loading, so a cache entry cannot change what a
+    model learns. Validation sets share the training set's bins through ``reference`` and are
+    built directly.
     """
-    runs = row_runs(store.offsets, np.asarray(era_index))
+    era_index = np.asarray(era_index)
+    runs = row_runs(store.offsets, era_index)
     cols = None if cols is None else np.asarray(cols, dtype=np.int64)
+    n_rows = sum(hi - lo for lo, hi in runs)
+    n_features = len(store.feature_names) if cols is None else len(cols)
     ds_params = {**params, "verbose": -1}
-    path = store.path / CACHE_DIR / f"lgb-{_cache_key(store, runs, cols, target, params)}.bin"
-    use_cache = cache and reference is None
-    if use_cache and path.exists():
-        return lgb.Dataset(str(path), params=ds_params, free_raw_data=False).construct()
-    with open(store.path / FEATURES, "rb") as fh:
-        data = [StoreRows(fh.fileno(), len(store.feature_names), lo, hi, cols) for lo, hi in runs]
-        dataset = lgb.Dataset(data, label=label, params=ds_params, reference=reference).construct()
-    if use_cache:
-        path.parent.mkdir(exist_ok=True)
-        tmp = atomic_writer_path(path)
-        dataset.save_binary(str(tmp))
-        Path(tmp).replace(path)
-    return dataset
+    if not cache or reference is not None:
+        return _build(store, runs, cols, label, ds_params, reference)
+    key = _cache_key(store, runs, cols, params)
+    dataset = _load_cached(store, key, n_rows, n_features, ds_params)
+    if dataset is None:
+        dataset = _build(store, runs, cols, None, ds_params, None)
+        eras = [store.eras[int(era_index[0])], store.eras[int(era_index[-1])]] if era_index.size else []
+        _save_cached(store, key, dataset, {"rows": n_rows, "features": n_features, "eras": eras,
+                                           "n_eras": int(era_index.size), "store_fingerprint": store.fingerprint,
+                                           "lightgbm": lgb.__version__})
+    return dataset.set_label(label)
+
+
+def _build(store: EraStore, runs, cols, label, ds_params: dict, reference) -> lgb.Dataset:
+    """Bin the rows ``runs`` of the store's features (read from the store's open descriptor)."""
+    data = [StoreRows(store.features_fd, len(store.feature_names), lo, hi, cols) for lo, hi in runs]
+    return lgb.Dataset(data, label=label, params=ds_params, reference=reference).construct()
