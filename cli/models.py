@@ -7,14 +7,15 @@ from pathlib import Path
 import click
 
 from eraflow.engine import open_store
-from eraflow.engine.params import DEVICES, load_params
-from eraflow.engine.predict import load_model, predict_table
 from eraflow.engine.ledger import append_run
+from eraflow.engine.outputs import check_output_dir, check_output_file
+from eraflow.engine.params import DEVICES, load_params
+from eraflow.engine.predict import ENSEMBLE, load_model, predict_table
 from eraflow.engine.predictions import write_predictions
 from eraflow.engine.train import TrainConfig, train_models, training_run
 
-from .data import command_line, csv_list, json_option, print_json, quiet_option
-from .progress import row_progress
+from .options import command_line, csv_list, json_option, print_json, quiet_option
+from .progress import train_progress
 from .runs import ledger_option
 
 
@@ -31,6 +32,9 @@ from .runs import ledger_option
 @click.option("--cv-mode", type=click.Choice(["expanding", "blocked"]), default="expanding", show_default=True)
 @click.option("--train-eras", help="Era range to train on, e.g. 0001:0400 [default: all].")
 @click.option("--valid-eras", help="Era range held out for early stopping and a report.")
+@click.option("--era-step", type=int, default=1, show_default=True,
+              help="Train on every N-th era of the training range (4 against the overlap of 20-day targets); "
+                   "embargoes still count store eras.")
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
               help="gpu: LightGBM's OpenCL learner; cuda: a CUDA build (make lightgbm-cuda); auto: gpu if found.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -39,11 +43,13 @@ from .runs import ledger_option
 @quiet_option
 @json_option
 def train(store_path, output, targets, feature_set, features, params_spec, cv, embargo, cv_mode, train_eras,
-          valid_eras, device, seed, early_stopping, ledger, quiet, as_json):
+          valid_eras, era_step, device, seed, early_stopping, ledger, quiet, as_json):
     """Train LightGBM models from a store: one per target, plus a rank ensemble.
 
     Early stopping watches the mean per-era numerai_corr of the held-out eras, not l2. With
     --cv, out-of-fold predictions and per-fold scores are saved in the model directory.
+    Targets with identical values (`target` is `target_ender_20`) are trained once. Progress goes
+    to stderr: a bar of rounds on a terminal, else a line per model and every 20 s (--quiet: none).
 
     \b
     Example:
@@ -52,11 +58,12 @@ def train(store_path, output, targets, feature_set, features, params_spec, cv, e
     config = TrainConfig(targets=targets or ("target",), feature_set=feature_set,
                          features=tuple(csv_list(features)) if features else None, params=load_params(params_spec),
                          cv=cv, embargo=embargo, cv_mode=cv_mode, train_eras=train_eras, valid_eras=valid_eras,
-                         device=device, seed=seed, early_stopping_rounds=early_stopping)
+                         device=device, seed=seed, early_stopping_rounds=early_stopping, era_step=era_step)
     command = command_line()
+    check_output_dir(output, "model", inputs=[store_path])
     store = open_store(store_path)
-    with row_progress(quiet) as progress:
-        result = train_models(store, output, config, command, progress)
+    with train_progress(quiet) as status:
+        result = train_models(store, output, config, command, status=status)
     run = training_run(result, store, config, command)
     ledger_file, warning = append_run(run, ledger)
     if warning:
@@ -64,16 +71,23 @@ def train(store_path, output, targets, feature_set, features, params_spec, cv, e
     report = {"model_dir": str(result.model_dir), "run_id": run.run_id, "ledger": str(ledger_file),
               "targets": result.targets, "device": result.device,
               "rounds": result.rounds, "cv": {t: r["overall"] for t, r in result.cv.items()}, "valid": result.valid,
+              "ensemble": result.ensemble, "aliases": result.aliases, "era_step": era_step,
               "seconds": round(result.seconds, 2)}
     if as_json:
         print_json(report)
         return
     click.echo(f"trained {', '.join(result.targets)} on {result.device} in {result.seconds:.1f} s → {output} "
                f"(run {run.run_id} in {ledger_file})")
-    for label, scores in (("cv", report["cv"]), ("valid", result.valid)):
+    for alias, target in result.aliases.items():
+        click.echo(f"  {alias} = {target} (identical in the store; trained once)")
+    for label in ("cv", "valid"):
+        scores = {**report[label], **({ENSEMBLE: result.ensemble[label]} if label in result.ensemble else {})}
         for target, s in scores.items():
             click.echo(f"  {label:5} {target:24} corr {s['mean']:+.4f}  std {s['std']:.4f}  "
                        f"sharpe {s['sharpe']:+.2f}  max dd {s['max_drawdown']:.4f}  ({s['eras']} eras)")
+    if result.ensemble:
+        click.echo(f"  {ENSEMBLE} = per-era rank mean of {', '.join(result.ensemble['targets'])}, "
+                   f"scored on {result.ensemble['scored_on']}")
 
 
 @click.command()
@@ -81,7 +95,8 @@ def train(store_path, output, targets, feature_set, features, params_spec, cv, e
 @click.argument("store_path", metavar="STORE", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Predictions parquet file.")
 @click.option("--eras", help="Era range to predict [default: all].")
-@click.option("--neutralize", "proportion", type=float, help="Neutralize each column by this proportion per era.")
+@click.option("--neutralize", "proportion", type=float,
+              help="Neutralize each column by this proportion (0 to 1) per era.")
 @click.option("--feature-set", help="Features to neutralize against [default: the model's features].")
 def predict(model_dir, store_path, output, eras, proportion, feature_set):
     """Predict every row of a store (or some eras) with a trained model.
@@ -93,6 +108,7 @@ def predict(model_dir, store_path, output, eras, proportion, feature_set):
     Example:
       eraflow predict models/starter store/ -o preds.parquet --neutralize 0.5 --feature-set medium
     """
+    check_output_file(output, "predictions", inputs=[model_dir, store_path])
     table = predict_table(load_model(model_dir), open_store(store_path), eras, proportion, feature_set)
     write_predictions(output, table.ids, table.eras, table.columns)
     click.echo(f"wrote {output}: {len(table.ids):,} rows, {len(set(table.eras))} eras, "

@@ -3,6 +3,10 @@
 ``fit`` takes an EraStore (trained in row blocks from the int8 memmap, like ``eraflow train``)
 or arrays ``X, y`` with optional ``eras``; with ``valid_eras=k`` the newest k eras are held out
 and training stops early on their mean per-era numerai_corr.
+
+Import it as ``from eraflow.engine import EraLGBMRegressor`` (loaded on first use, so importing
+``eraflow.engine`` alone does not import LightGBM) or ``from eraflow.engine.estimator import
+EraLGBMRegressor``.
 """
 
 from __future__ import annotations
@@ -12,8 +16,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from .errors import InputError
-from .params import BASE
-from .predict import predict_rows
+from .params import BASE, with_threads
+from .predict import lightgbm_failures, predict_params, predict_rows
 from .store import EraStore, int8_to_float32
 from .train import era_corr_metric, fit_booster, lightgbm_errors
 
@@ -39,9 +43,10 @@ class EraLGBMRegressor(RegressorMixin, BaseEstimator):
         self.seed = seed
 
     def _lgb_params(self) -> dict:
-        return {**BASE, "learning_rate": self.learning_rate, "max_depth": self.max_depth,
-                "num_leaves": self.num_leaves, "colsample_bytree": self.colsample_bytree,
-                "min_data_in_leaf": self.min_data_in_leaf, "device_type": self.device, "seed": self.seed}
+        return with_threads({**BASE, "learning_rate": self.learning_rate, "max_depth": self.max_depth,
+                             "num_leaves": self.num_leaves, "colsample_bytree": self.colsample_bytree,
+                             "min_data_in_leaf": self.min_data_in_leaf, "device_type": self.device,
+                             "seed": self.seed})
 
     def fit(self, X, y=None, eras=None):
         """Fit on an EraStore (``y``/``eras`` come from it) or on arrays X (n × k), y (n,), eras (n,)."""
@@ -60,7 +65,7 @@ class EraLGBMRegressor(RegressorMixin, BaseEstimator):
             order = np.flatnonzero(held)[np.argsort(codes[held], kind="stable")]
             train, valid = np.flatnonzero(~held), order
         with lightgbm_errors():
-            dtrain = lgb.Dataset(X[train], y[train], params={"verbosity": -1})
+            dtrain = lgb.Dataset(X[train], y[train], params=with_threads({"verbosity": -1}))
             kwargs = {}
             if valid is not None:
                 offsets = np.concatenate([[0], np.cumsum(np.bincount(codes[valid])[len(labels) - self.valid_eras:])])
@@ -77,8 +82,8 @@ class EraLGBMRegressor(RegressorMixin, BaseEstimator):
         eras = np.arange(store.n_eras)
         train, valid = (eras[:-self.valid_eras], eras[-self.valid_eras:]) if self.valid_eras else (eras, None)
         with lightgbm_errors():
-            self.booster_, _ = fit_booster(store, train, valid, self.cols_, self.target, self._lgb_params(),
-                                           self.n_estimators, self.early_stopping_rounds)
+            self.booster_ = fit_booster(store, train, valid, self.cols_, self.target, self._lgb_params(),
+                                        self.n_estimators, self.early_stopping_rounds).booster
         self.n_features_in_ = len(self.cols_)
         return self
 
@@ -87,4 +92,5 @@ class EraLGBMRegressor(RegressorMixin, BaseEstimator):
         if isinstance(X, EraStore):
             return predict_rows(self.booster_, X, np.arange(X.n_eras), self.cols_)
         X = np.asarray(X)
-        return self.booster_.predict(int8_to_float32(X) if X.dtype == np.int8 else X)
+        with lightgbm_failures("the estimator's predictions"):
+            return self.booster_.predict(int8_to_float32(X) if X.dtype == np.int8 else X, **predict_params())

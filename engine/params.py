@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 
 from .errors import InputError
+from .threads import configured_threads
 
 PRESETS = {
     # Numerai's starter model: shallow trees, few features per tree.
@@ -20,6 +21,7 @@ PRESETS = {
 BASE = {"objective": "regression", "metric": "None", "bin_construct_sample_cnt": 20000, "verbosity": -1}
 DEVICES = ("cpu", "gpu", "cuda", "auto")
 ROUNDS_KEYS = ("n_estimators", "num_iterations", "num_boost_round", "num_trees", "num_round", "num_rounds")
+THREADS_KEYS = ("num_threads", "num_thread", "nthread", "nthreads", "n_jobs")
 
 
 def load_params(spec: str) -> dict:
@@ -54,3 +56,12 @@ def device_params(device: str) -> dict:
     if device not in DEVICES:
         raise InputError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     return {"device_type": device}
+
+
+def with_threads(params: dict) -> dict:
+    """``params`` with ``num_threads`` from ``--threads`` (:func:`~eraflow.engine.threads.configured_threads`)
+    when it is set; LightGBM's aliases of it are dropped so the command line wins over a params file."""
+    n = configured_threads()
+    if n <= 0:
+        return dict(params)
+    return {**{k: v for k, v in params.items() if k not in THREADS_KEYS}, "num_threads": n}

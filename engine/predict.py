@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
+
 from eraflow.kernels import rank
 
 from .eras import eras_in_range
-from .errors import InputError
-from .scoring import neutralize_columns
+from .errors import InputError, first_line
+from .model_files import check_model_meta, check_model_text, damaged_file
+from .scoring import check_proportion, neutralize_columns
 from .store import EraStore, era_rows, era_subset_offsets, int8_to_float32, row_runs
+from .threads import configured_threads
 
 MODEL_JSON = "model.json"
 ENSEMBLE = "ensemble"
@@ -43,23 +49,73 @@ class TrainedModel:
 
     @property
     def targets(self) -> list[str]:
+        """The targets with a booster (distinct columns of the store)."""
         return self.meta["targets"]
 
+    @property
+    def aliases(self) -> dict[str, str]:
+        """Targets identical to a trained one in the store: ``{alias: trained target}``."""
+        return self.meta.get("aliases") or {}
 
-def load_model(path: str | Path) -> TrainedModel:
-    path = Path(path)
+
+@contextmanager
+def lightgbm_stderr_closed() -> Iterator[None]:
+    """Close stderr to LightGBM's C++ code inside the block: it prints fatal errors before raising
+    them, and the error becomes eraflow's own one-line message."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@contextmanager
+def lightgbm_failures(what: str) -> Iterator[None]:
+    """LightGBM errors as one-line InputErrors about ``what``, its own stderr silenced."""
+    try:
+        with lightgbm_stderr_closed():
+            yield
+    except lgb.basic.LightGBMError as exc:
+        raise InputError(f"LightGBM failed on {what}: {first_line(exc)}") from None
+
+
+def predict_params() -> dict:
+    """Keyword parameters of ``Booster.predict``: ``num_threads`` when ``--threads`` is set."""
+    n = configured_threads()
+    return {"num_threads": n} if n > 0 else {}
+
+
+def _read_meta(path: Path) -> dict:
     try:
         meta = json.loads((path / MODEL_JSON).read_text())
     except FileNotFoundError:
         raise InputError(f"{path} is not a model directory (no {MODEL_JSON}); train one with `eraflow train`") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path / MODEL_JSON} is damaged ({exc.msg})") from None
-    boosters = {}
-    for target in meta["targets"]:
-        file = path / model_file(target)
-        if not file.exists():
-            raise InputError(f"{path} is incomplete: {file.name} is missing")
-        boosters[target] = lgb.Booster(model_file=str(file))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path / MODEL_JSON} is damaged ({getattr(exc, 'msg', 'not UTF-8 text')})") from None
+    return check_model_meta(meta, path / MODEL_JSON)
+
+
+def load_booster(file: Path, features: list[str]) -> lgb.Booster:
+    """The booster in ``file``, checked first (:func:`check_model_text`) so LightGBM never reads a damaged file."""
+    try:
+        check_model_text(file.read_bytes(), file, features)
+    except FileNotFoundError:
+        raise InputError(f"{file.parent} is incomplete: {file.name} is missing") from None
+    try:
+        with lightgbm_failures(str(file)):
+            return lgb.Booster(model_file=str(file))
+    except ValueError as exc:  # the Python package's own parsing of the parameters (JSON)
+        raise damaged_file(file, str(exc)) from None
+
+
+def load_model(path: str | Path) -> TrainedModel:
+    """A model directory: model.json and one booster per target, each checked before LightGBM loads it."""
+    path = Path(path)
+    meta = _read_meta(path)
+    boosters = {t: load_booster(path / model_file(t), meta["features"]) for t in meta["targets"]}
     return TrainedModel(path, meta, boosters)
 
 
@@ -79,10 +135,12 @@ def predict_rows(booster: lgb.Booster, store: EraStore, era_index: np.ndarray, c
     runs = row_runs(store.offsets, era_index)
     out = np.empty(sum(hi - lo for lo, hi in runs), dtype=np.float64)
     done = 0
+    kwargs = predict_params()
     for lo, hi in runs:
         for start in range(lo, hi, batch_rows):
             block = int8_to_float32(store.features[start:min(start + batch_rows, hi)][:, cols])
-            out[done:done + len(block)] = booster.predict(block)
+            with lightgbm_failures("the model's predictions"):
+                out[done:done + len(block)] = booster.predict(block, **kwargs)
             done += len(block)
     return out
 
@@ -94,8 +152,21 @@ def rank_ensemble(columns: np.ndarray, offsets: np.ndarray, weights: np.ndarray 
     return ranks @ w / w.sum()
 
 
+def with_aliases(preds: dict[str, np.ndarray], aliases: dict[str, str]) -> dict[str, np.ndarray]:
+    """``preds`` with ``pred_<alias>`` (the trained target's values) after each trained target's column."""
+    out = {}
+    for name, values in preds.items():
+        out[name] = values
+        out.update({prediction_column(a): values for a, t in aliases.items() if prediction_column(t) == name})
+    return out
+
+
 def predict_model(model: TrainedModel, store: EraStore, era_index: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """``pred_<target>`` per target model (plus ``ensemble`` when several) for the given eras, in store order."""
+    """``pred_<target>`` per target model (plus ``ensemble`` when several) for the given eras, in store order.
+
+    A target identical to a trained one (``model.aliases``) gets a copy of its column and no
+    weight of its own in the ensemble.
+    """
     era_index = np.arange(store.n_eras) if era_index is None else np.asarray(era_index)
     cols = feature_columns(store, model.features)
     preds = {prediction_column(t): predict_rows(b, store, era_index, cols) for t, b in model.boosters.items()}
@@ -103,7 +174,7 @@ def predict_model(model: TrainedModel, store: EraStore, era_index: np.ndarray | 
         stacked = np.column_stack(list(preds.values()))
         offsets = era_subset_offsets(store.offsets, era_index)
         preds[ENSEMBLE] = rank_ensemble(stacked, offsets, model.meta.get("ensemble_weights"))
-    return preds
+    return with_aliases(preds, model.aliases)
 
 
 def era_positions(store: EraStore, eras: str | None) -> np.ndarray:
@@ -124,7 +195,10 @@ class PredictionTable:
 
 def predict_table(model: TrainedModel, store: EraStore, eras: str | None = None, proportion: float | None = None,
                   feature_set: str | None = None) -> PredictionTable:
-    """Predict the eras in range ``eras`` (default all); optionally neutralize each column per era."""
+    """Predict the eras in range ``eras`` (default all); optionally neutralize each column per era
+    (``proportion`` in [0, 1])."""
+    if proportion is not None:
+        check_proportion(proportion)  # before the predictions, not after
     era_index = era_positions(store, eras)
     columns = predict_model(model, store, era_index)
     if proportion is not None:

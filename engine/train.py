@@ -8,13 +8,21 @@ For each target:
 3. the final model trains on every training era, for the median best round of the folds (or
    stops early on ``valid_eras``, or runs all rounds).
 The model directory is built aside and renamed into place.
+
+Targets whose store columns are identical (``target`` is ``target_ender_20``) are trained once:
+the first stands for the others (model.json ``aliases``), which get a copy of its predictions
+and no weight of their own in the rank ensemble.
+
+``era_step`` k keeps every k-th era of the training range (Numerai's example scripts use 4
+against the overlap of 20-day targets). CV folds are cut from the kept eras, but embargoes
+count store eras: with k = 4 and an embargo of 4, the kept era 4 eras before a test block is
+dropped and the one 8 eras before stays.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -31,16 +39,28 @@ from eraflow.kernels import numerai_corr
 from .atomic import atomic_write_parquet, atomic_writer_path, replace_dir
 from .cv import default_embargo, era_splits
 from .eras import eras_in_range
-from .errors import InputError
+from .errors import InputError, first_line
 from .ledger import Run
 from .lgb_data import store_dataset
 from .metrics import score_summary
-from .params import device_params, load_params, split_rounds
-from .predict import ENSEMBLE, MODEL_JSON, model_file, prediction_column, predict_rows, rank_ensemble
+from .notices import warn
+from .outputs import check_output_dir, translates_write_errors
+from .params import device_params, load_params, split_rounds, with_threads
+from .predict import (
+    ENSEMBLE,
+    MODEL_JSON,
+    lightgbm_stderr_closed,
+    model_file,
+    predict_rows,
+    prediction_column,
+    rank_ensemble,
+    with_aliases,
+)
 from .store import EraStore, era_rows, era_subset_offsets, row_runs
 from .version import eraflow_version
 
 Progress = Callable[[str, int, int], None]
+DUPLICATE_BLOCK_ROWS = 1 << 18  # most rows of the target matrix compared at a time when looking for duplicates
 
 
 @dataclass(frozen=True)
@@ -57,7 +77,8 @@ class TrainConfig:
     device: str = "cpu"
     seed: int = 0
     early_stopping_rounds: int = 100
-    ensemble_weights: tuple[float, ...] | None = None
+    ensemble_weights: tuple[float, ...] | None = None  # one per target chosen (before duplicates are merged)
+    era_step: int = 1  # train on every era_step-th era of the training range
 
 
 def resolve_targets(store: EraStore, patterns) -> list[str]:
@@ -65,6 +86,35 @@ def resolve_targets(store: EraStore, patterns) -> list[str]:
     if not chosen:
         raise InputError(f"no store target matches {list(patterns)}; the store has {', '.join(store.target_names)}")
     return chosen
+
+
+def duplicate_targets(store: EraStore, targets: list[str]) -> dict[str, str]:
+    """Targets whose store column equals an earlier one's: ``{duplicate: the first target with those values}``.
+
+    Columns are compared in blocks of rows that grow from 4096 (NaN equal to NaN) and a pair is
+    dropped at its first difference, so distinct targets cost about the first block.
+    """
+    cols = [store.target_names.index(t) for t in targets]
+    pairs = [(i, j) for j in range(len(cols)) for i in range(j)]
+    lo, size = 0, 4096
+    while pairs and lo < store.n_rows:
+        block = np.asarray(store.targets[lo:lo + size])
+        pairs = [(i, j) for i, j in pairs if np.array_equal(block[:, cols[i]], block[:, cols[j]], equal_nan=True)]
+        lo, size = lo + size, min(2 * size, DUPLICATE_BLOCK_ROWS)
+    aliases: dict[str, str] = {}
+    for i, j in pairs:  # for each j the smallest i comes first: a target that is not itself a duplicate
+        aliases.setdefault(targets[j], targets[i])
+    return aliases
+
+
+def _trained_weights(config: TrainConfig, chosen: list[str], aliases: dict[str, str]) -> list[float] | None:
+    """The ensemble weights of the targets trained (duplicates' weights dropped)."""
+    if config.ensemble_weights is None:
+        return None
+    if len(config.ensemble_weights) != len(chosen):
+        raise InputError(f"{len(config.ensemble_weights)} ensemble weights for {len(chosen)} targets "
+                         f"({', '.join(chosen)}); give one weight per target")
+    return [float(w) for t, w in zip(chosen, config.ensemble_weights) if t not in aliases]
 
 
 def feature_selection(store: EraStore, config: TrainConfig) -> tuple[list[str], np.ndarray]:
@@ -121,62 +171,154 @@ def resolve_device(device: str, params: dict) -> str:
 
 @contextmanager
 def lightgbm_errors():
-    """Silence LightGBM's C++ stderr (it prints fatal errors before raising) and turn its errors into advice."""
-    saved = os.dup(2)
+    """LightGBM's errors, its own stderr silenced, turned into advice."""
     try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
+        with lightgbm_stderr_closed():
             yield
     except lgb.basic.LightGBMError as exc:
-        msg = str(exc).splitlines()[0]
+        msg = first_line(exc)
         if "CUDA Tree Learner was not enabled" in msg:
             raise InputError("--device cuda needs LightGBM built with CUDA: run `make lightgbm-cuda`") from None
         if "OpenCL" in msg or "GPU Tree Learner was not enabled" in msg:
             raise InputError(f"--device gpu: LightGBM's OpenCL learner cannot run here ({msg}); "
                              "use --device cpu or --device auto") from None
         raise InputError(f"LightGBM refused the parameters: {msg}") from None
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+
+
+@dataclass(frozen=True)
+class TrainStatus:
+    """Where a training stands, for progress displays: sent when a model starts, after each of its
+    rounds, and when it ends."""
+
+    event: str  # "start", "round" or "end"
+    target: str
+    model: str  # "fold 2/4" or "final"
+    round: int  # rounds this model has run
+    rounds: int  # rounds it may run at most
+    train_eras: int
+    stop_eras: int  # eras its early stopping watches (0: none)
+    corr: float | None  # mean per-era corr of those eras after this round
+    best_corr: float | None
+    best_round: int
+    done: int  # rounds run by the whole training so far
+    total: int  # rounds the whole training runs at most (shrinks as models stop early)
+    elapsed: float  # seconds since the training started
+
+
+StatusCallback = Callable[[TrainStatus], None]
+
+
+class _ModelRounds:
+    """LightGBM callback following one model's rounds and the corr its early stopping watches."""
+
+    def __init__(self, counter: RoundCounter, target: str, model: str, rounds: int, train_eras: int, stop_eras: int):
+        self.order = 20  # before lgb.early_stopping (30), which ends training by raising
+        self.counter, self.target, self.model, self.rounds = counter, target, model, rounds
+        self.train_eras, self.stop_eras = train_eras, stop_eras
+        self.round, self.best_round = 0, 0
+        self.corr: float | None = None
+        self.best_corr: float | None = None
+
+    def __call__(self, env) -> None:
+        self.round = env.iteration - env.begin_iteration + 1
+        self.corr = next((float(r[2]) for r in env.evaluation_result_list if r[1] == "era_corr"), None)
+        if self.corr is not None and (self.best_corr is None or self.corr > self.best_corr):
+            self.best_corr, self.best_round = self.corr, self.round
+        self.counter.report(self, "round", 1)
+
+
+class RoundCounter:
+    """Rounds over a whole training (``n_models`` of at most ``max_rounds`` each), reported to a
+    ``progress(stage, advance, total)`` callback and a :class:`TrainStatus` listener."""
+
+    def __init__(self, n_models: int, max_rounds: int, progress: Progress | None = None,
+                 status: StatusCallback | None = None):
+        self.max_rounds, self.total, self.done = max_rounds, n_models * max_rounds, 0
+        self.progress, self.status, self.started = progress, status, time.perf_counter()
+
+    def start(self, target: str, model: str, rounds: int, train_eras: int, stop_eras: int) -> _ModelRounds:
+        self.total += rounds - self.max_rounds
+        tracker = _ModelRounds(self, target, model, rounds, train_eras, stop_eras)
+        self.report(tracker, "start", 0)
+        return tracker
+
+    def end(self, tracker: _ModelRounds, booster: lgb.Booster) -> None:
+        self.total -= tracker.rounds - tracker.round
+        if booster.best_iteration:
+            tracker.best_round = booster.best_iteration
+        self.report(tracker, "end", 0)
+
+    def report(self, m: _ModelRounds, event: str, advance: int) -> None:
+        self.done += advance
+        if self.progress:
+            self.progress("training rounds", advance, self.total)
+        if self.status:
+            self.status(TrainStatus(event, m.target, m.model, m.round, m.rounds, m.train_eras, m.stop_eras, m.corr,
+                                    m.best_corr, m.best_round, self.done, self.total,
+                                    time.perf_counter() - self.started))
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A trained booster and, with early-stopping eras, its predictions of them and their per-era corr."""
+
+    booster: lgb.Booster
+    preds: np.ndarray | None = None
+    corr: np.ndarray | None = None
 
 
 def fit_booster(store: EraStore, train_eras: np.ndarray, valid_eras: np.ndarray | None, cols: np.ndarray,
-                target: str, params: dict, rounds: int, stopping: int) -> tuple[lgb.Booster, np.ndarray | None]:
+                target: str, params: dict, rounds: int, stopping: int, callbacks: tuple = ()) -> Fit:
     """Train on ``train_eras``; with ``valid_eras`` stop early on their per-era corr.
 
-    Returns the booster and the per-era corr of ``valid_eras`` (None without them).
+    ``callbacks`` are LightGBM callbacks (a :class:`RoundCounter`'s tracker). Returns the booster
+    and, with ``valid_eras``, its predictions of them (store order) and their per-era corr.
     """
     t_col = store.target_names.index(target)
     y = _rows_target(store, train_eras, t_col)
     label, weight = np.nan_to_num(y, nan=0.5), np.isfinite(y).astype(np.float64)
-    train = store_dataset(store, train_eras, cols, target, label, params)
+    train = store_dataset(store, train_eras, cols, label, params)
     train.set_weight(weight)
     if valid_eras is None:
-        return lgb.train(params, train, rounds), None
+        return Fit(lgb.train(params, train, rounds, callbacks=list(callbacks)))
     yv = _rows_target(store, valid_eras, t_col)
-    valid = store_dataset(store, valid_eras, cols, target, np.nan_to_num(yv, nan=0.5), params, reference=train)
+    valid = store_dataset(store, valid_eras, cols, np.nan_to_num(yv, nan=0.5), params, reference=train)
     offsets = era_subset_offsets(store.offsets, valid_eras)
     booster = lgb.train(params, train, rounds, valid_sets=[valid], valid_names=["valid"],
                          feval=era_corr_metric(yv, offsets),
-                         callbacks=[lgb.early_stopping(stopping, verbose=False)])
+                         callbacks=[*callbacks, lgb.early_stopping(stopping, verbose=False)])
     preds = predict_rows(booster, store, valid_eras, cols)
-    return booster, numerai_corr(preds, yv, offsets)
+    return Fit(booster, preds, numerai_corr(preds, yv, offsets))
+
+
+def _fit_counted(counter: RoundCounter, model: str, store: EraStore, train_eras: np.ndarray,
+                 valid_eras: np.ndarray | None, cols: np.ndarray, target: str, params: dict, rounds: int,
+                 stopping: int) -> Fit:
+    """:func:`fit_booster` with its rounds reported through ``counter``."""
+    tracker = counter.start(target, model, rounds, len(train_eras), 0 if valid_eras is None else len(valid_eras))
+    fit = fit_booster(store, train_eras, valid_eras, cols, target, params, rounds, stopping, (tracker,))
+    counter.end(tracker, fit.booster)
+    return fit
 
 
 @dataclass
 class TrainResult:
     model_dir: Path
-    targets: list[str]
+    targets: list[str]  # trained (distinct) targets
     features: list[str]
     cv: dict  # target → {"folds": [...], "overall": {...}}
     valid: dict  # target → summary on valid_eras
     rounds: dict  # target → rounds of the final model
     device: str
     seconds: float
+    aliases: dict = field(default_factory=dict)  # duplicate target → the trained target with its values
+    ensemble: dict = field(default_factory=dict)  # {"targets", "scored_on", "cv"?, "valid"?} with several targets
 
 
 def _split_eras(store: EraStore, config: TrainConfig, t_col: int, embargo: int) -> tuple[np.ndarray, np.ndarray | None]:
-    chosen = _labeled(store, _era_indices(store, config.train_eras), t_col)
+    """Training eras (every ``era_step``-th of the range, labeled, the embargo away from the
+    validation eras) and the labeled validation eras (None without ``valid_eras``)."""
+    chosen = _labeled(store, _era_indices(store, config.train_eras)[::config.era_step], t_col)
     if config.valid_eras is None:
         return chosen, None
     valid = _labeled(store, _era_indices(store, config.valid_eras), t_col)
@@ -186,43 +328,90 @@ def _split_eras(store: EraStore, config: TrainConfig, t_col: int, embargo: int) 
     return chosen[(chosen < lo) | (chosen > hi)], valid
 
 
-def _cross_validate(store, config, target, train, cols, params, rounds, embargo, progress):
+def cv_splits(store: EraStore, train: np.ndarray, n_splits: int, embargo: int,
+              mode: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(training eras, test eras) per fold, as store era indices.
+
+    Folds are cut from ``train`` (engine.cv), then every training era within ``embargo`` store
+    eras of the test block is dropped: with ``era_step`` > 1 the eras skipped count too.
+    """
+    folds = []
+    for split in era_splits([store.eras[k] for k in train], n_splits, 0, mode):
+        tr, te = train[split.train], train[split.test]
+        tr = tr[(tr < te.min() - embargo) | (tr > te.max() + embargo)]
+        if tr.size == 0:
+            raise InputError(f"fold testing eras {store.eras[te[0]]}..{store.eras[te[-1]]} has no training eras "
+                             f"left after an embargo of {embargo}; use fewer folds, a smaller embargo or more eras")
+        folds.append((tr, te))
+    return folds
+
+
+def _cross_validate(store, config, target, train, cols, params, rounds, embargo, counter):
     """Out-of-fold predictions of ``train`` eras, fold summaries with per-era corr, and the median best round."""
-    splits = era_splits([store.eras[k] for k in train], config.cv, embargo, config.cv_mode)
+    splits = cv_splits(store, train, config.cv, embargo, config.cv_mode)
     oof = {}
     folds, best, per_era, tested = [], [], [], []
-    for i, split in enumerate(splits):
-        tr, te = train[split.train], train[split.test]
-        booster, corr = fit_booster(store, tr, te, cols, target, params, rounds, config.early_stopping_rounds)
-        oof.update(zip(te.tolist(), np.split(predict_rows(booster, store, te, cols),
-                                              np.cumsum(np.diff(store.offsets)[te])[:-1])))
-        best.append(booster.best_iteration or rounds)
-        per_era.append(corr)
+    for i, (tr, te) in enumerate(splits):
+        fit = _fit_counted(counter, f"fold {i + 1}/{len(splits)}", store, tr, te, cols, target, params, rounds,
+                           config.early_stopping_rounds)
+        oof.update(zip(te.tolist(), np.split(fit.preds, np.cumsum(np.diff(store.offsets)[te])[:-1])))
+        best.append(fit.booster.best_iteration or rounds)
+        per_era.append(fit.corr)
         tested += [store.eras[k] for k in te]
         folds.append({"fold": i, "test_eras": [store.eras[te[0]], store.eras[te[-1]]], "train_eras": len(tr),
-                      "best_round": best[-1], **score_summary(corr)})
-        if progress:
-            progress(f"cv {target}", 1, len(splits))
+                      "best_round": best[-1], **score_summary(fit.corr)})
     scores = np.concatenate(per_era)
     report = {"folds": folds, "overall": score_summary(scores), "per_era": dict(zip(tested, scores.tolist()))}
     return oof, report, int(np.median(best))
 
 
+def _check_config(config: TrainConfig) -> None:
+    if config.era_step < 1:
+        raise InputError(f"--era-step must be at least 1, got {config.era_step}")
+
+
+def _warn_duplicates(aliases: dict[str, str]) -> None:
+    if aliases:
+        same = "; ".join(f"{a} has the same values as {t}" for a, t in aliases.items())
+        warn(f"{same} in the store: each is trained once, under the first name (its pred_ column repeats it; "
+             "the ensemble counts it once)")
+
+
+def _warn_optimistic(config: TrainConfig) -> None:
+    """Scores measured on the eras that chose the number of rounds overstate what new eras will see."""
+    scores = [name for name, used in (("cv", config.cv), ("validation", config.valid_eras)) if used]
+    if scores:
+        warn(f"{' and '.join(scores)} scores are optimistic: they are measured on the eras that early stopping "
+             "watched to choose the number of rounds; score eras no model saw with `eraflow evaluate`")
+
+
+@translates_write_errors("model", "out_dir")
 def train_models(store: EraStore, out_dir: str | Path, config: TrainConfig, command: str = "",
-                 progress: Progress | None = None) -> TrainResult:
-    """Train one model per target (plus a rank ensemble) into ``out_dir``; see the module doc."""
+                 progress: Progress | None = None, status: StatusCallback | None = None) -> TrainResult:
+    """Train one model per target (plus a rank ensemble) into ``out_dir``; see the module doc.
+
+    ``progress(stage, advance, total)`` hears of every boosting round (``total``: the rounds still
+    possible, shrinking as models stop early); ``status`` gets a :class:`TrainStatus` with the
+    round, the early-stopping corr and the elapsed time.
+    """
     started = time.perf_counter()
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"{out_dir} is a file; give a directory for the model")
-    targets = resolve_targets(store, config.targets)
+    out_dir = check_output_dir(out_dir, "model", inputs=[store.path])
+    _check_config(config)
+    chosen = resolve_targets(store, config.targets)
+    aliases = duplicate_targets(store, chosen)
+    targets = [t for t in chosen if t not in aliases]
+    weights = _trained_weights(config, chosen, aliases)
+    _warn_duplicates(aliases)
     names, cols = feature_selection(store, config)
     base, max_rounds = split_rounds(config.params)
+    base = with_threads(base)
     device = resolve_device(config.device, base)
     params = {**base, **device_params(device), "seed": config.seed}
+    counter = RoundCounter(len(targets) * (config.cv + 1), max_rounds, progress, status)
     tmp = atomic_writer_path(out_dir)
     tmp.mkdir(parents=True)
-    cv_report, valid_report, rounds_used, oof_columns = {}, {}, {}, {}
+    cv_report, valid_report, rounds_used, oof_columns, valid_fits = {}, {}, {}, {}, {}
+    era_record: dict[str, dict[str, list[str]]] = {"train": {}, "stopping": {}}
     try:
         for target in targets:
             t_col = store.target_names.index(target)
@@ -230,47 +419,93 @@ def train_models(store: EraStore, out_dir: str | Path, config: TrainConfig, comm
             train, valid = _split_eras(store, config, t_col, embargo)
             if train.size == 0:
                 raise InputError(f"no training eras with {target} values left; check --train-eras/--valid-eras")
+            era_record["train"][target] = [store.eras[k] for k in train]
+            era_record["stopping"][target] = [] if valid is None else [store.eras[k] for k in valid]
             rounds = max_rounds
             if config.cv:
-                oof, cv_report[target], rounds = _cross_validate(store, config, target, train, cols, params,
-                                                                 max_rounds, embargo, progress)
-                oof_columns[target] = oof
-            booster, corr = fit_booster(store, train, valid, cols, target, params, rounds,
-                                        config.early_stopping_rounds)
-            if corr is not None:
-                valid_report[target] = score_summary(corr)
-            rounds_used[target] = booster.best_iteration or rounds
-            booster.save_model(str(tmp / model_file(target)), num_iteration=rounds_used[target])
-            if progress:
-                progress("training", 1, len(targets))
+                oof_columns[target], cv_report[target], rounds = _cross_validate(
+                    store, config, target, train, cols, params, max_rounds, embargo, counter)
+            fit = _fit_counted(counter, "final", store, train, valid, cols, target, params, rounds,
+                               config.early_stopping_rounds)
+            if fit.corr is not None:
+                valid_report[target] = score_summary(fit.corr)
+                valid_fits[target] = (valid, fit)
+            rounds_used[target] = fit.booster.best_iteration or fit.booster.current_iteration()
+            with lightgbm_stderr_closed():
+                fit.booster.save_model(str(tmp / model_file(target)), num_iteration=rounds_used[target])
+        ensemble = _ensemble_report(store, config, targets, weights, cols, valid_fits)
         if oof_columns:
-            _write_oof(store, tmp / "oof.parquet", oof_columns, config)
-        meta = {"features": names, "targets": targets, "params": {**params, "n_estimators": max_rounds},
-                "rounds": rounds_used, "device": device, "store": str(store.path),
+            eras, columns = _oof_columns(store, oof_columns, weights)
+            _write_oof(store, tmp / "oof.parquet", eras, with_aliases(columns, aliases))
+            if ENSEMBLE in columns:
+                ensemble["cv"] = _score(store, eras, columns[ENSEMBLE], ensemble["scored_on"])
+        meta = {"features": names, "targets": targets, "aliases": aliases,
+                "params": {**params, "n_estimators": max_rounds},
+                "rounds": rounds_used, "device": device, "store": str(store.path.resolve()),
                 "store_fingerprint": store.fingerprint, "config": {**asdict(config), "params": None},
-                "cv": cv_report, "valid": valid_report, "ensemble_weights": config.ensemble_weights,
+                "train_eras": era_record["train"], "stopping_eras": era_record["stopping"],
+                "cv": cv_report, "valid": valid_report, "ensemble": ensemble, "ensemble_weights": weights,
                 "command": command, "eraflow_version": eraflow_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         (tmp / MODEL_JSON).write_text(json.dumps(meta, indent=1, default=float))
         replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _warn_optimistic(config)
     return TrainResult(out_dir, targets, names, cv_report, valid_report, rounds_used, device,
-                       time.perf_counter() - started)
+                       time.perf_counter() - started, aliases, ensemble)
 
 
-def _write_oof(store: EraStore, path: Path, oof: dict[str, dict[int, np.ndarray]], config: TrainConfig) -> None:
-    """Out-of-fold predictions for the eras every target's CV covered: id, era, one column per target."""
-    eras = sorted(set.intersection(*(set(o) for o in oof.values())))
-    era_index = np.array(eras, dtype=np.int64)
-    columns = {prediction_column(t): np.concatenate([o[k] for k in eras]) for t, o in oof.items()}
+def ensemble_target(store: EraStore, targets: list[str]) -> str:
+    """The target the ensemble is scored on: the store's ``target`` when it has one, else the first trained."""
+    return "target" if "target" in store.target_names else targets[0]
+
+
+def _score(store: EraStore, era_index: np.ndarray, preds: np.ndarray, target: str) -> dict:
+    """Summary of the per-era numerai_corr of ``preds`` (rows of ``era_index``, store order) with ``target``."""
+    y = _rows_target(store, era_index, store.target_names.index(target))
+    return score_summary(numerai_corr(preds, y, era_subset_offsets(store.offsets, era_index)))
+
+
+def _ensemble_report(store: EraStore, config: TrainConfig, targets: list[str], weights, cols: np.ndarray,
+                     valid_fits: dict) -> dict:
+    """With several targets: which ones, the target it is scored on, and its validation score.
+
+    The validation eras are those with ``scored_on`` values; a model whose own validation eras
+    differ predicts them again.
+    """
+    if len(targets) < 2:
+        return {}
+    scored_on = ensemble_target(store, targets)
+    report = {"targets": targets, "scored_on": scored_on}
+    if len(valid_fits) < len(targets):
+        return report
+    eras = _labeled(store, _era_indices(store, config.valid_eras), store.target_names.index(scored_on))
+    if eras.size == 0:
+        return report
+    columns = [fit.preds if np.array_equal(valid, eras) else predict_rows(fit.booster, store, eras, cols)
+               for valid, fit in (valid_fits[t] for t in targets)]
+    offsets = era_subset_offsets(store.offsets, eras)
+    report["valid"] = _score(store, eras, rank_ensemble(np.column_stack(columns), offsets, weights), scored_on)
+    return report
+
+
+def _oof_columns(store: EraStore, oof: dict[str, dict[int, np.ndarray]], weights) -> tuple[np.ndarray, dict]:
+    """The eras every target's CV covered, and their out-of-fold predictions per target (plus the ensemble)."""
+    era_index = np.array(sorted(set.intersection(*(set(o) for o in oof.values()))), dtype=np.int64)
+    columns = {prediction_column(t): np.concatenate([o[k] for k in era_index.tolist()]) for t, o in oof.items()}
     if len(columns) > 1:
         offsets = era_subset_offsets(store.offsets, era_index)
-        columns[ENSEMBLE] = rank_ensemble(np.column_stack(list(columns.values())), offsets,
-                                          config.ensemble_weights)
+        columns[ENSEMBLE] = rank_ensemble(np.column_stack(list(columns.values())), offsets, weights)
+    return era_index, columns
+
+
+def _write_oof(store: EraStore, path: Path, era_index: np.ndarray, columns: dict[str, np.ndarray]) -> None:
+    """Out-of-fold predictions: id, era, one column per target (and the ensemble)."""
     rows = era_rows(store.offsets, era_index)
     table = {"id": pa.array(store.ids[rows], pa.string()),
-             "era": pa.array(np.repeat([store.eras[k] for k in eras], np.diff(store.offsets)[era_index]), pa.string()),
+             "era": pa.array(np.repeat([store.eras[k] for k in era_index], np.diff(store.offsets)[era_index]),
+                             pa.string()),
              **{k: pa.array(v.astype(np.float32)) for k, v in columns.items()}}
     atomic_write_parquet(path, pa.table(table))
 
@@ -278,9 +513,11 @@ def _write_oof(store: EraStore, path: Path, oof: dict[str, dict[int, np.ndarray]
 def training_run(result: TrainResult, store: EraStore, config: TrainConfig, command: str) -> Run:
     """The ledger record of a training: CV and validation summaries, per-era out-of-fold corr."""
     metrics = {**{f"cv_{t}": r["overall"] for t, r in result.cv.items()},
-               **{f"valid_{t}": s for t, s in result.valid.items()}}
+               **{f"valid_{t}": s for t, s in result.valid.items()},
+               **{f"{k}_ensemble": result.ensemble[k] for k in ("cv", "valid") if k in result.ensemble}}
     per_era = [("oof", t, era, corr) for t, r in result.cv.items() for era, corr in r["per_era"].items()]
     params = {**config.params, "cv": config.cv, "cv_mode": config.cv_mode, "embargo": config.embargo,
-              "device": result.device, "rounds": result.rounds}
+              "era_step": config.era_step, "device": result.device, "rounds": result.rounds,
+              "aliases": result.aliases}
     return Run("train", command, params, store.fingerprint, result.targets, result.features, metrics,
                {"model_dir": str(result.model_dir.resolve())}, per_era)
