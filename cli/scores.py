@@ -15,12 +15,13 @@ from eraflow.engine import open_store
 from eraflow.engine.atomic import atomic_write_parquet
 from eraflow.engine.evaluate import EvaluateOptions, evaluate_predictions, evaluation_run
 from eraflow.engine.ledger import append_run
+from eraflow.engine.outputs import check_output_dir, check_output_file
 from eraflow.engine.predict import load_model
 from eraflow.engine.predictions import align_predictions, write_predictions
 from eraflow.engine.report import write_report
 from eraflow.engine.scoring import meta_model_values, neutralize_aligned, score_aligned
 
-from .data import command_line, csv_list, json_option, print_json
+from .options import command_line, csv_list, json_option, print_json
 from .progress import row_progress
 from .runs import ledger_option
 
@@ -45,40 +46,56 @@ backend_option = click.option("--backend", type=click.Choice(["auto", "numpy", "
 def score(preds, store_path, targets, meta_model, meta_column, feature_set, per_era, columns, backend, as_json):
     """Score prediction columns era by era: numerai_corr, MMC, feature exposure.
 
-    PREDS is Numerai's format: `id` plus one or more prediction columns; rows are matched to the
-    store by id. Summary per column: corr mean, std, sharpe, max drawdown; MMC mean/std/sharpe
-    with --meta-model; mean over eras of the max |corr| with any feature.
+    PREDS is Numerai's format (parquet or CSV): `id` plus one or more prediction columns; rows are
+    matched to the store by id. Summary per column: corr mean, std, sharpe, max drawdown; MMC
+    mean/std/sharpe with --meta-model; mean over eras of the max |corr| with any feature.
 
     \b
     Example:
       eraflow score preds.parquet --store store/ --target target --meta-model meta_model.parquet
     """
+    if per_era:
+        check_output_file(per_era, "per_era", inputs=[preds, store_path, meta_model])
     store = open_store(store_path)
     aligned = align_predictions(store, preds, csv_list(columns))
     meta = meta_model_values(store, aligned, meta_model, meta_column) if meta_model else None
     results = [score_aligned(store, aligned, t, meta, feature_set, backend) for t in (targets or ("target",))]
     summary = [row for r in results for row in r.summary()]
     if per_era:
-        atomic_write_parquet(per_era, pa.concat_tables([pa.table(r.per_era()) for r in results]))
+        atomic_write_parquet(per_era, pa.concat_tables([pa.table(r.per_era()) for r in results]), "per_era")
     if as_json:
         print_json(summary)
         return
     _print_summary(summary)
 
 
-HEADERS = {"eras": "eras", "corr_mean": "corr", "corr_std": "std", "corr_sharpe": "sharpe",
-           "corr_max_drawdown": "max dd", "mmc_mean": "mmc", "mmc_std": "mmc std", "mmc_sharpe": "mmc sharpe",
-           "max_feature_exposure": "max exposure"}
+# header: the key in `score`'s summary, the key in `evaluate`'s (numerblox names)
+CORR_HEADERS = {"eras": ("eras", "eras"), "corr": ("corr_mean", "mean"), "std": ("corr_std", "std"),
+                "sharpe": ("corr_sharpe", "sharpe"), "max dd": ("corr_max_drawdown", "max_drawdown")}
+
+
+def summary_columns(row: dict) -> list[tuple[str, str]]:
+    """(header, key) of the terminal summary for a summary row of `score` or `evaluate`: eras and corr
+    mean, std, sharpe, max drawdown; MMC and BMC mean, std, sharpe when present (BMC mean only, one
+    column per benchmark, when there are several); max feature exposure."""
+    columns = [(header, next(k for k in keys if k in row)) for header, keys in CORR_HEADERS.items()
+               if any(k in row for k in keys)]
+    for name in ("mmc", "bmc"):
+        if f"{name}_mean" in row:
+            columns += [(name, f"{name}_mean"), (f"{name} std", f"{name}_std"), (f"{name} sharpe", f"{name}_sharpe")]
+    columns += [(f"bmc {key[4:-5]}", key) for key in row
+                if key.startswith("bmc_") and key.endswith("_mean") and key != "bmc_mean"]
+    return columns + [("max exposure", "max_feature_exposure")]
 
 
 def _print_summary(rows: list[dict]) -> None:
     table = Table("prediction", "target", box=None, pad_edge=False)
-    keys = [k for k in HEADERS if k in rows[0]]
-    for key in keys:
-        table.add_column(HEADERS[key], justify="right")
+    columns = summary_columns(rows[0])
+    for header, _ in columns:
+        table.add_column(header, justify="right")
     for row in rows:
         table.add_row(row["prediction"], row["target"],
-                      *(str(row[k]) if k == "eras" else f"{row[k]:.4f}" for k in keys))
+                      *(str(row[k]) if k == "eras" else f"{row[k]:.4f}" for _, k in columns))
     Console(highlight=False, width=None if sys.stdout.isatty() else 200).print(table)
 
 
@@ -86,23 +103,29 @@ def _print_summary(rows: list[dict]) -> None:
 @click.argument("preds", type=click.Path(path_type=Path))
 @store_option
 @click.option("--feature-set", help="Features to neutralize against [default: all features].")
-@click.option("--proportion", type=float, default=1.0, show_default=True, help="Share of the exposure to remove.")
+@click.option("--proportion", type=click.FloatRange(0, 1), default=1.0, show_default=True,
+              help="Share of the exposure to remove, from 0 (none) to 1 (all).")
+@click.option("--rank", "ranked", is_flag=True,
+              help="Rank each output column per era to (rank - 0.5) / n, in (0, 1): ready to submit.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Output parquet file.")
 @columns_option
 @backend_option
-def neutralize(preds, store_path, feature_set, proportion, output, columns, backend):
+def neutralize(preds, store_path, feature_set, proportion, ranked, output, columns, backend):
     """Neutralize prediction columns era by era against the store's features.
 
     Per era: x − proportion · F1 β with β the least-squares fit of x on the features and a
-    constant (numerai-tools `neutralize`, no rescaling). Writes `id`, `era` and the columns.
+    constant (numerai-tools `neutralize`, no rescaling); with --rank each column is then ranked
+    per era to (rank − 0.5) / n. PREDS is parquet or CSV. Writes `id`, `era` and the columns.
 
     \b
     Example:
       eraflow neutralize preds.parquet --store store/ --feature-set medium --proportion 0.5 -o neutral.parquet
+      eraflow neutralize preds.csv --store store/ --rank -o submission_ready.parquet
     """
+    check_output_file(output, "predictions", inputs=[preds, store_path])
     store = open_store(store_path)
     aligned = align_predictions(store, preds, csv_list(columns))
-    values = neutralize_aligned(store, aligned, feature_set, proportion, backend)
+    values = neutralize_aligned(store, aligned, feature_set, proportion, backend, ranked)
     eras = np.repeat(aligned.era_labels(store), np.diff(aligned.offsets))
     write_predictions(output, aligned.ids, eras, {c: values[:, j] for j, c in enumerate(aligned.columns)})
     click.echo(f"wrote {output}: {len(aligned.rows):,} rows, {len(aligned.era_index)} eras, "
@@ -116,8 +139,13 @@ def neutralize(preds, store_path, feature_set, proportion, output, columns, back
 @click.option("--target", default="target", show_default=True)
 @click.option("--feature-set", help="Features for exposure, FNC and neutral corr [default: all for exposure, and "
               "'fncv3_features' (Numerai's FNCv3) for FNC and neutral corr when the store has it].")
-@click.option("--meta-model", type=click.Path(path_type=Path), help="Meta model predictions (id + one column): MMC.")
-@click.option("--benchmark", type=click.Path(path_type=Path), help="Benchmark predictions (id + one column): BMC.")
+@click.option("--meta-model", type=click.Path(path_type=Path), help="Meta model predictions (id + a column): MMC.")
+@click.option("--meta-column", help="The meta model column when the file has several.")
+@click.option("--benchmark", type=click.Path(path_type=Path),
+              help="Benchmark models (id + one or more columns, e.g. Numerai's validation_benchmark_models.parquet): "
+                   "BMC against each column.")
+@click.option("--benchmark-column", "benchmark_columns", multiple=True,
+              help="Benchmark column(s) to report BMC against; repeat or comma-separate [default: every numeric one].")
 @click.option("--eras", help="Era range to evaluate, e.g. 0575:.")
 @click.option("--model", "model_dir", type=click.Path(path_type=Path),
               help="A MODEL_DIR: adds top features by gain and a SHAP-style summary.")
@@ -125,26 +153,29 @@ def neutralize(preds, store_path, feature_set, proportion, output, columns, back
 @backend_option
 @ledger_option
 @json_option
-def evaluate(preds, store_path, output, target, feature_set, meta_model, benchmark, eras, model_dir, columns, backend,
-             ledger, as_json):
+def evaluate(preds, store_path, output, target, feature_set, meta_model, meta_column, benchmark, benchmark_columns,
+             eras, model_dir, columns, backend, ledger, as_json):
     """Evaluate prediction columns era by era and write a report with plots.
 
     REPORT_DIR gets report.html (self-contained, plots embedded), the PNGs and metrics.json:
     corr mean/std/sharpe/max drawdown/APY/calmar/autocorrelation/smart sharpe/hit rate, TB200,
-    FNC, neutral corr, feature exposure; MMC and BMC with --meta-model / --benchmark. The run is
-    recorded in the ledger.
+    FNC, neutral corr, feature exposure; MMC and BMC with --meta-model / --benchmark (BMC against
+    each benchmark column: `bmc_<column>_*` when there are several). PREDS is parquet or CSV. The
+    run is recorded in the ledger.
 
     \b
     Example:
       eraflow evaluate preds.parquet --store store/ -o report/ --meta-model meta_model.parquet --feature-set medium
     """
+    check_output_dir(output, "report", inputs=[preds, store_path, meta_model, benchmark, model_dir])
     store = open_store(store_path)
-    options = EvaluateOptions(target, feature_set, meta_model, benchmark, eras, backend)
+    options = EvaluateOptions(target, feature_set, meta_model, benchmark, eras, backend, meta_column,
+                              tuple(c for value in benchmark_columns for c in csv_list(value)))
     with row_progress(as_json) as progress:
         result = evaluate_predictions(store, preds, options, csv_list(columns), progress)
     model = load_model(model_dir) if model_dir else None
     paths = write_report(result, output, store, model)
-    run = evaluation_run(result, store, options, command_line(), paths)
+    run = evaluation_run(result, store, options, command_line(), {**paths, "predictions": str(preds.resolve())})
     ledger_file, warning = append_run(run, ledger)
     if warning:
         click.echo(f"warning: {warning}", err=True)

@@ -2,9 +2,11 @@
 
 Per era and prediction column (a batch of eras at a time, features gathered as int8):
 numerai_corr, TB200, feature-neutral corr (FNC), neutral correlation, max and RMS feature
-exposure, mean prediction and mean target; with a meta model MMC and corr with it; with
-benchmark predictions BMC and corr with the benchmark. Summaries use engine.metrics; names
-follow numerblox's (``mean``, ``sharpe``, ``max_drawdown``, ``apy``, ``calmar_ratio``, …).
+exposure, mean prediction and mean target, mean target per prediction decile; with a meta
+model MMC and corr with it; with benchmark models BMC and corr with each benchmark column.
+Summaries use engine.metrics; names follow numerblox's (``mean``, ``sharpe``, ``max_drawdown``,
+``apy``, ``calmar_ratio``, …). BMC keys: ``bmc_*`` and ``corr_with_benchmark`` for one benchmark
+column; ``bmc_<column>_*`` and ``corr_with_<column>`` per column when there are several.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from eraflow.kernels import (correlation_contribution, era_summary, feature_exposure, neutral_scores, numerai_corr,
-                             pearson)
+                             pearson, rank)
 
 from .eras import eras_in_range
 from .errors import InputError
@@ -23,7 +25,8 @@ from .ingest import Progress
 from .ledger import Run
 from .metrics import score_summary, top_bottom_corr
 from .predictions import AlignedPredictions, align_predictions
-from .scoring import era_batches, feature_indices, gather_features, meta_model_values, target_index
+from .scoring import (era_batches, feature_indices, gather_features, meta_model_values, reference_values,
+                      target_index)
 from .store import FNC_FEATURE_SET, EraStore
 
 
@@ -35,6 +38,19 @@ class EvaluateOptions:
     benchmark: Path | None = None
     eras: str | None = None
     backend: str = "auto"
+    meta_column: str | None = None  # the meta model column when its file has several
+    benchmark_columns: tuple[str, ...] = ()  # benchmark columns for BMC [default: every numeric one]
+
+
+DECILES = 10  # prediction buckets per era for the mean target by decile
+
+
+def benchmark_keys(names: list[str]) -> list[tuple[str, str]]:
+    """Per benchmark column, its per-era keys ``(bmc, corr with it)``: ``bmc`` and
+    ``corr_with_benchmark`` for a single column, ``bmc_<name>`` and ``corr_with_<name>`` for several."""
+    if len(names) == 1:
+        return [("bmc", "corr_with_benchmark")]
+    return [(f"bmc_{name}", f"corr_with_{name}") for name in names]
 
 
 @dataclass
@@ -46,20 +62,29 @@ class Evaluation:
     target: str
     per_era: dict[str, np.ndarray] = field(default_factory=dict)
     feature_sets: dict[str, str] = field(default_factory=dict)  # {"exposure": name, "neutral": name}
+    benchmarks: list[str] = field(default_factory=list)  # benchmark columns BMC is reported against
+    sources: dict[str, str | list[str] | None] = field(default_factory=dict)  # input paths, store fingerprint
+
+    @property
+    def eras_without_target(self) -> list[str]:
+        """The evaluated eras in which no row has a target value (they get no score)."""
+        return [era for era, mean in zip(self.eras, self.per_era["target_mean"][:, 0]) if np.isnan(mean)]
 
     def summary(self) -> list[dict]:
+        contributions = [("tb200", "tb200_"), ("fnc", "feature_neutral_"), ("neutral_corr", "neutral_corr_"),
+                         ("mmc", "mmc_")] + [(bmc, f"{bmc}_") for bmc, _ in benchmark_keys(self.benchmarks)]
+        correlations = ["corr_with_meta_model"] + [corr for _, corr in benchmark_keys(self.benchmarks)]
         rows = []
         for j, name in enumerate(self.columns):
             col = {k: v[:, j] for k, v in self.per_era.items()}
             row = {"prediction": name, "target": self.target, **score_summary(col["corr"])}
-            for key, prefix in (("tb200", "tb200_"), ("fnc", "feature_neutral_"), ("neutral_corr", "neutral_corr_"),
-                                ("mmc", "mmc_"), ("bmc", "bmc_")):
+            for key, prefix in contributions:
                 if key in col:
                     s = era_summary(col[key])
                     row.update({f"{prefix}mean": s.mean, f"{prefix}std": s.std, f"{prefix}sharpe": s.sharpe})
             row["max_feature_exposure"] = float(np.nanmean(col["exposure_max"]))
             row["mean_feature_exposure"] = float(np.nanmean(col["exposure_rms"]))
-            for key in ("corr_with_meta_model", "corr_with_benchmark"):
+            for key in correlations:
                 if key in col:
                     row[key] = float(np.nanmean(col[key]))
             rows.append(row)
@@ -83,6 +108,26 @@ def _era_means(x: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         return sums / counts
 
 
+def target_by_decile(x: np.ndarray, t: np.ndarray, offsets: np.ndarray, backend: str = "auto") -> np.ndarray:
+    """Mean of the era-centered target per era, prediction column and prediction decile, (n_eras, m, 10).
+
+    1. Per era and column, over the rows where prediction and target are present: the decile
+       ``⌊10 · (rank − 0.5) / n⌋`` of the prediction's rank (ties averaged).
+    2. The target minus the era's mean target, averaged per decile (NaN for an empty decile).
+    """
+    n_eras, m = len(offsets) - 1, x.shape[1]
+    kept = ~np.isnan(x) & ~np.isnan(t)[:, None]
+    ranks = rank(np.where(kept, x, np.nan), offsets, backend=backend)  # in (0, 1): deciles 0..9
+    decile = np.where(kept, ranks * DECILES, 0).astype(np.int64)
+    era = np.repeat(np.arange(n_eras), np.diff(offsets))
+    cell = ((era[:, None] * m + np.arange(m)) * DECILES + decile)[kept]
+    t_centered = t - np.repeat(_era_means(t[:, None], offsets)[:, 0], np.diff(offsets))
+    sums = np.bincount(cell, np.broadcast_to(t_centered[:, None], x.shape)[kept], n_eras * m * DECILES)
+    counts = np.bincount(cell, minlength=n_eras * m * DECILES)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (sums / counts).reshape(n_eras, m, DECILES)
+
+
 def evaluate_predictions(store: EraStore, path: str | Path, options: EvaluateOptions = EvaluateOptions(),
                          columns: list[str] | None = None, progress: Progress | None = None) -> Evaluation:
     """Align ``path`` to ``store`` and compute every per-era metric (see the module doc);
@@ -97,8 +142,15 @@ def evaluate_predictions(store: EraStore, path: str | Path, options: EvaluateOpt
     t_col = target_index(store, options.target)
     cols = feature_indices(store, options.feature_set)
     neutral_cols = feature_indices(store, neutral_feature_set(store, options))
-    extra = {name: meta_model_values(store, preds, p, None)
-             for name, p in (("meta", options.meta_model), ("benchmark", options.benchmark)) if p}
+    references: dict[tuple[str, str], np.ndarray] = {}  # (contribution key, corr key) -> values (n,)
+    if options.meta_model:
+        references["mmc", "corr_with_meta_model"] = meta_model_values(store, preds, Path(options.meta_model),
+                                                                      options.meta_column)
+    benchmarks: list[str] = []
+    if options.benchmark:
+        benchmarks, values = reference_values(store, preds, Path(options.benchmark),
+                                              list(options.benchmark_columns) or None)
+        references.update(zip(benchmark_keys(benchmarks), values.T))
     parts: dict[str, list[np.ndarray]] = {}
     for k0, k1 in era_batches(preds.offsets, len(cols)):
         r0, r1 = preds.offsets[k0], preds.offsets[k1]
@@ -112,20 +164,37 @@ def evaluate_predictions(store: EraStore, path: str | Path, options: EvaluateOpt
         batch = {"corr": numerai_corr(x, t, off, backend=options.backend), "tb200": top_bottom_corr(x, t, off),
                  "fnc": neutral.fnc, "neutral_corr": neutral.neutral_corr,
                  "exposure_max": exposure.max_abs, "exposure_rms": exposure.rms,
-                 "pred_mean": _era_means(x, off), "target_mean": np.repeat(_era_means(t[:, None], off), x.shape[1], 1)}
-        for name, values in extra.items():
-            v = values[r0:r1]
-            contribution = correlation_contribution(x, v, t, off, backend=options.backend)
-            batch["mmc" if name == "meta" else "bmc"] = contribution
-            batch[f"corr_with_{'meta_model' if name == 'meta' else 'benchmark'}"] = pearson(x, v, off,
-                                                                                           backend=options.backend)
+                 "target_mean": np.repeat(_era_means(t[:, None], off), x.shape[1], 1),
+                 "target_by_decile": target_by_decile(x, t, off, options.backend)}
+        for (contribution, corr), values in references.items():
+            batch[contribution] = correlation_contribution(x, values[r0:r1], t, off, backend=options.backend)
+            batch[corr] = pearson(x, values[r0:r1], off, backend=options.backend)
         for key, value in batch.items():
             parts.setdefault(key, []).append(value)
         if progress:
             progress("evaluate", r1 - r0, len(preds.rows))
     per_era = {k: np.concatenate(v) for k, v in parts.items()}
     feature_sets = {"exposure": options.feature_set or "all", "neutral": neutral_feature_set(store, options) or "all"}
-    return Evaluation(preds.columns, preds.era_labels(store), options.target, per_era, feature_sets)
+    sources = {"predictions": str(Path(path).resolve()), "store": str(store.path.resolve()),
+               "store_fingerprint": store.fingerprint,
+               "meta_model": str(Path(options.meta_model).resolve()) if options.meta_model else None,
+               "benchmark": str(Path(options.benchmark).resolve()) if options.benchmark else None}
+    return Evaluation(preds.columns, preds.era_labels(store), options.target, per_era, feature_sets, benchmarks,
+                      sources)
+
+
+def model_era_overlap(model_meta: dict, eras: list[str]) -> list[str]:
+    """Warnings when evaluated ``eras`` are eras the model (model.json ``train_eras`` /
+    ``stopping_eras``, per target) trained on (in-sample scores) or chose its rounds on (optimistic)."""
+    notes = []
+    for key, what, scores in (("train_eras", "trained on", "in-sample"),
+                              ("stopping_eras", "chose its number of rounds on", "optimistic")):
+        used = set().union(*(set(labels) for labels in (model_meta.get(key) or {}).values()))
+        seen = sorted(set(eras) & used)
+        if seen:
+            notes.append(f"the model {what} {len(seen)} of the evaluated eras ({seen[0]}…{seen[-1]}): "
+                         f"scores there are {scores}")
+    return notes
 
 
 def neutral_feature_set(store: EraStore, options: EvaluateOptions) -> str | None:
@@ -143,7 +212,9 @@ def evaluation_run(ev: Evaluation, store: EraStore, options: EvaluateOptions, co
     params = {"feature_set": options.feature_set, "neutral_feature_set": neutral_feature_set(store, options),
               "eras": options.eras,
               "meta_model": str(options.meta_model) if options.meta_model else None,
-              "benchmark": str(options.benchmark) if options.benchmark else None}
+              "meta_column": options.meta_column,
+              "benchmark": str(options.benchmark) if options.benchmark else None,
+              "benchmark_columns": ev.benchmarks or None}
     features = store.feature_sets.get(options.feature_set, store.feature_names) if options.feature_set else store.feature_names
     return Run("evaluate", command, params, store.fingerprint, [ev.target], features,
                {row["prediction"]: row for row in ev.summary()}, artifacts, per_era)

@@ -1,4 +1,4 @@
-"""Prediction files (Numerai format: ``id`` plus prediction columns) aligned to a store's rows.
+"""Prediction files (Numerai format: ``id`` plus prediction columns, parquet or CSV) aligned to a store's rows.
 
 Alignment joins the file's ids with the store's ``ids.parquet`` (row numbers in store order), so
 any row order is accepted. The result lists the store rows it covers, in store order, grouped by
@@ -11,13 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import polars as pl
 import pyarrow as pa
 
 from .atomic import atomic_write_parquet
 from .errors import InputError
+from .outputs import check_output_file
 from .sources import open_parquet
-from .store import IDS, EraStore
+from .store import EraStore
+from .submission import read_submission
 
 MIN_COVERAGE = 0.99  # share of the rows of each touched era a file must predict
 NOT_PREDICTIONS = ("id", "era", "data_type")
@@ -38,39 +41,77 @@ class AlignedPredictions:
         return [store.eras[k] for k in self.era_index]
 
 
-def _read_ids_and_values(path: Path, columns: list[str] | None) -> tuple[pl.DataFrame, list[str]]:
-    schema = open_parquet(path).schema_arrow
-    if "id" not in schema.names:
-        raise InputError(f"{path} has no `id` column")
-    numeric = [n for n in schema.names if n not in NOT_PREDICTIONS
-               and (pa.types.is_floating(schema.field(n).type) or pa.types.is_integer(schema.field(n).type))]
+def _no_rows(path: Path) -> InputError:
+    return InputError(f"{path} has no rows; it needs one row per id with its predictions")
+
+
+def _is_parquet(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(4) == b"PAR1"
+
+
+def _prediction_columns(path: Path, numeric: list[str], columns: list[str] | None) -> list[str]:
+    """The requested columns, or every numeric one that is not a target or feature; errors name what exists."""
     chosen = columns or [n for n in numeric if not n.startswith(("target", "feature"))]
     if not chosen:
         raise InputError(f"{path} has no prediction columns (numeric columns besides id/era)")
     unknown = [c for c in chosen if c not in numeric]
     if unknown:
         raise InputError(f"{path} has no numeric column(s) {unknown}; it has {numeric}")
+    return chosen
+
+
+def _read_csv_ids_and_values(path: Path, columns: list[str] | None) -> tuple[pl.DataFrame, list[str]]:
+    """A CSV prediction file, read as ``submit`` reads it (ids as strings)."""
+    df = read_submission(path)
+    if "id" not in df.columns:
+        raise InputError(f"{path} has no `id` column")
+    if df.empty:  # before choosing columns: a header-only CSV has no numeric column
+        raise _no_rows(path)
+    numeric = [str(n) for n in df.columns if n not in NOT_PREDICTIONS and pd.api.types.is_numeric_dtype(df[n])
+               and not pd.api.types.is_bool_dtype(df[n])]
+    chosen = _prediction_columns(path, numeric, columns)
+    frame = pl.DataFrame({"id": pl.from_pandas(df["id"]).cast(pl.String),
+                          **{c: pl.Series(df[c].to_numpy(dtype=np.float64)) for c in chosen}})
+    return frame, chosen
+
+
+def _read_ids_and_values(path: Path, columns: list[str] | None) -> tuple[pl.DataFrame, list[str]]:
+    """``id`` (as strings) and the prediction columns of a parquet or CSV file, told apart by content."""
+    if path.is_file() and path.stat().st_size and not _is_parquet(path):
+        return _read_csv_ids_and_values(path, columns)
+    schema = open_parquet(path).schema_arrow
+    if "id" not in schema.names:
+        raise InputError(f"{path} has no `id` column")
+    numeric = [n for n in schema.names if n not in NOT_PREDICTIONS
+               and (pa.types.is_floating(schema.field(n).type) or pa.types.is_integer(schema.field(n).type))]
+    chosen = _prediction_columns(path, numeric, columns)
     frame = pl.read_parquet(path, columns=["id", *chosen]).with_columns(pl.col("id").cast(pl.String))
     return frame, chosen
 
 
 def align_predictions(store: EraStore, path: str | Path, columns: list[str] | None = None,
-                      min_coverage: float = MIN_COVERAGE) -> AlignedPredictions:
-    """Read ``path`` and place its rows in store order.
+                      min_coverage: float = MIN_COVERAGE, reference: bool = False) -> AlignedPredictions:
+    """Read ``path`` (parquet or CSV) and place its rows in store order.
 
-    Errors: ids not in the store, duplicate ids, NaN-only columns, or fewer than ``min_coverage``
-    of the rows of the eras the file touches.
+    Errors: no rows, ids not in the store, duplicate ids, NaN-only columns, ±inf values (NaN marks
+    a missing prediction), or fewer than ``min_coverage`` of the rows of the eras the file touches.
+    A ``reference`` file (a meta model, benchmarks) may hold ids the store lacks: they are dropped.
     """
     path = Path(path)
     frame, chosen = _read_ids_and_values(path, columns)
+    if frame.height == 0:
+        raise _no_rows(path)
     if frame["id"].null_count():
         raise InputError(f"{path}: the id column has missing values")
     if frame["id"].is_duplicated().any():
         dup = frame.filter(pl.col("id").is_duplicated())["id"][0]
         raise InputError(f"{path}: duplicate id {dup!r}; each row must be predicted once")
-    store_ids = pl.read_parquet(store.path / IDS, columns=["id"]).with_row_index("row")
+    store_ids = pl.from_arrow(store.id_table(["id"])).with_row_index("row")
     joined = frame.join(store_ids, on="id", how="left")
     unknown = joined.filter(pl.col("row").is_null())
+    if reference and len(unknown) < len(joined):
+        joined, unknown = joined.filter(pl.col("row").is_not_null()), unknown.clear()
     if len(unknown):
         raise InputError(f"{len(unknown):,} ids of {path.name} are not in the store (e.g. {unknown['id'][0]!r}); "
                          "was it made for other data?")
@@ -84,6 +125,7 @@ def align_predictions(store: EraStore, path: str | Path, columns: list[str] | No
         raise InputError(f"{path.name} predicts {coverage:.1%} of the rows of the {len(era_index)} eras it touches "
                          f"(at least {min_coverage:.0%} needed); predict every row of an era")
     values = joined.select(chosen).cast(pl.Float64).to_numpy()
+    _refuse_infinite(path, chosen, values, joined["id"])
     for j, name in enumerate(chosen):
         if np.isnan(values[:, j]).all():
             raise InputError(f"{path.name}: prediction column {name} has no values")
@@ -91,8 +133,17 @@ def align_predictions(store: EraStore, path: str | Path, columns: list[str] | No
     return AlignedPredictions(chosen, values, rows, era_index.astype(np.int64), offsets, joined["id"].to_numpy())
 
 
+def _refuse_infinite(path: Path, columns: list[str], values: np.ndarray, ids: pl.Series) -> None:
+    """InputError naming the column and an id of the first ±inf value (NaN is a missing prediction)."""
+    infinite = np.isinf(values)
+    if infinite.any():
+        row, col = np.argwhere(infinite)[0]
+        raise InputError(f"{path.name}: prediction column {columns[col]} is {values[row, col]} for id "
+                         f"{ids[int(row)]!r}; predictions must be finite numbers (leave a missing one empty/NaN)")
+
+
 def write_predictions(path: str | Path, ids: np.ndarray, eras: np.ndarray, columns: dict[str, np.ndarray]) -> None:
     """Write ``id``, ``era`` and prediction columns to ``path`` atomically."""
     table = pa.table({"id": pa.array(ids, pa.string()), "era": pa.array(eras, pa.string()),
                       **{k: pa.array(np.asarray(v, dtype=np.float32)) for k, v in columns.items()}})
-    atomic_write_parquet(Path(path), table)
+    atomic_write_parquet(check_output_file(path, "predictions"), table, "predictions")

@@ -2,8 +2,10 @@
 
 The directory is built aside and renamed into place. Plots (matplotlib, Agg backend):
 per-era corr bars, cumulative corr, drawdown, rolling 52-era sharpe, per-era corr box plots
-(one box per column), feature exposure histogram, per-era mean prediction vs mean target, and,
+(one box per column), feature exposure histogram, mean target per prediction decile, and,
 with a model, top features by gain and a SHAP-style summary from LightGBM's ``pred_contrib``.
+The page also says which eras had no target and where every input came from (provenance);
+everything taken from the data (era labels, column and feature set names, paths) is escaped.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import base64
 import html
 import json
 import shutil
+from datetime import datetime, timezone
 from pathlib import Path
 
 import matplotlib
@@ -21,13 +24,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .atomic import atomic_writer_path, replace_dir  # noqa: E402
-from .evaluate import Evaluation  # noqa: E402
+from .evaluate import DECILES, Evaluation, model_era_overlap  # noqa: E402
+from .notices import warn  # noqa: E402
+from .outputs import check_output_dir, save_plot, translates_write_errors  # noqa: E402
 from .predict import TrainedModel, feature_columns  # noqa: E402
 from .store import EraStore, int8_to_float32  # noqa: E402
+from .version import eraflow_version  # noqa: E402
 
 ROLLING_ERAS = 52
 SHAP_SAMPLE_ROWS = 2000
 TOP_FEATURES = 20
+LISTED_ERAS = 12  # eras without a target named in the page header before "…"
+UNITS = {"eras": "eras with a target", "apy": "% per year: per-era corr compounded over 52 eras",
+         "calmar_ratio": "ratio: APY ÷ max drawdown", "hit_rate": "share of scored eras with corr > 0"}
 
 
 def _cumulative(x: np.ndarray) -> np.ndarray:
@@ -100,24 +109,36 @@ def plot_exposure_hist(ev: Evaluation, ax) -> None:
     ax.grid(alpha=0.3)
 
 
-def plot_means(ev: Evaluation, ax) -> None:
-    ax.plot(ev.per_era["pred_mean"], label=[f"{c} (mean prediction)" for c in ev.columns])
-    ax.set(title="Per-era mean prediction and mean target", ylabel="mean prediction")
-    twin = ax.twinx()
-    twin.plot(ev.per_era["target_mean"][:, 0], color="black", ls="--", label=f"mean {ev.target}")
-    twin.set_ylabel(f"mean {ev.target}")
-    twin.legend(loc="lower right", fontsize=7)
-    _era_axis(ax, ev.eras)
+def decile_means(ev: Evaluation) -> np.ndarray:
+    """Per column and prediction decile, the mean over scored eras of the era-centered target, (m, 10)."""
+    per_era = ev.per_era["target_by_decile"]
+    present = ~np.isnan(per_era)
+    means = np.where(present, per_era, 0.0).sum(axis=0) / np.maximum(present.sum(axis=0), 1)
+    return np.where(present.any(axis=0), means, np.nan)
+
+
+def plot_target_by_decile(ev: Evaluation, ax) -> None:
+    """Where the signal lives: bars rising from decile 1 to 10 mean the ranking orders the target."""
+    means = decile_means(ev)
+    width = 0.8 / len(ev.columns)
+    for j, name in enumerate(ev.columns):
+        ax.bar(np.arange(1, DECILES + 1) + (j - (len(ev.columns) - 1) / 2) * width, np.nan_to_num(means[j]), width,
+               label=name)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(range(1, DECILES + 1))
+    ax.set(title=f"Mean {ev.target} minus its era mean, per prediction decile within the era",
+           xlabel="prediction decile (1 = lowest predictions)", ylabel=f"{ev.target} − era mean")
+    ax.grid(alpha=0.3)
 
 
 PLOTS = {"corr_bars": plot_corr_bars, "cumulative_corr": plot_cumulative, "drawdown": plot_drawdown,
          "rolling_sharpe": plot_rolling_sharpe, "corr_distribution": plot_corr_boxes,
-         "feature_exposure": plot_exposure_hist, "mean_prediction_vs_target": plot_means}
+         "feature_exposure": plot_exposure_hist, "target_by_prediction_decile": plot_target_by_decile}
 
 
 def _save(fig, path: Path) -> None:
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_plot(fig, path)
     plt.close(fig)
 
 
@@ -156,47 +177,94 @@ def model_plots(model: TrainedModel, store: EraStore, out: Path) -> list[str]:
     return ["feature_gain", "shap_summary"]
 
 
-def _html(ev: Evaluation, summary: list[dict], images: list[str], out: Path) -> str:
+def provenance(ev: Evaluation, model: TrainedModel | None) -> dict:
+    """Where an evaluation came from: input files, the store and its fingerprint, the model, the
+    eraflow version and the time the report was made (UTC)."""
+    return {**ev.sources, "benchmark_columns": ev.benchmarks or None,
+            "model": str(Path(model.path).resolve()) if model else None,
+            "model_era_overlap": (model_era_overlap(model.meta, ev.eras) or None) if model else None,
+            "eraflow_version": eraflow_version(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def _era_sentence(ev: Evaluation) -> str:
+    """How many eras were evaluated and scored, naming those without a target (escaped HTML)."""
+    e = html.escape
+    missing = ev.eras_without_target
+    text = (f"{len(ev.eras)} eras evaluated ({e(ev.eras[0])} … {e(ev.eras[-1])}), {len(ev.columns)} prediction "
+            f"column(s); {len(ev.eras) - len(missing)} eras have {e(ev.target)} values and are scored")
+    if missing:
+        listed = ", ".join(e(era) for era in missing[:LISTED_ERAS]) + (", …" if len(missing) > LISTED_ERAS else "")
+        text += f"; {len(missing)} have no {e(ev.target)} value and get no score: {listed}"
+    return text + "."
+
+
+def _metric_label(key: str) -> str:
+    unit = UNITS.get(key)
+    return html.escape(key) + (f" <small>({html.escape(unit)})</small>" if unit else "")
+
+
+def _html(ev: Evaluation, summary: list[dict], images: list[str], out: Path, sources: dict) -> str:
+    e = html.escape
     keys = [k for k in summary[0] if k not in ("prediction", "target")]
-    head = "".join(f"<th>{html.escape(r['prediction'])}</th>" for r in summary)
-    body = "".join(f"<tr><td>{k}</td>" + "".join(f"<td>{_fmt(r.get(k))}</td>" for r in summary) + "</tr>"
-                   for k in keys)
+    head = "".join(f"<th>{e(r['prediction'])}</th>" for r in summary)
+    body = "".join(f"<tr><td>{_metric_label(k)}</td>" + "".join(f"<td>{_fmt(k, r.get(k))}</td>" for r in summary)
+                   + "</tr>" for k in keys)
+    origin = "".join(f"<tr><td>{e(k.replace('_', ' '))}</td><td>{e(', '.join(v) if isinstance(v, list) else str(v))}"
+                     "</td></tr>" for k, v in sources.items() if v is not None)
     figures = "".join(
-        f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode((out / f"{name}.png").read_bytes()).decode()}">'
-        f"<figcaption>{name.replace('_', ' ')}</figcaption></figure>" for name in images)
+        f'<figure><img alt="{e(name)}" src="data:image/png;base64,{_base64(out / f"{name}.png")}">'
+        f"<figcaption>{e(name.replace('_', ' '))}</figcaption></figure>" for name in images)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>eraflow evaluation</title><style>"
             "body{font-family:sans-serif;margin:2em;max-width:1000px}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}"
+            ".sources td{text-align:left;word-break:break-all}"
             "img{max-width:100%}figure{margin:1.5em 0}</style></head><body>"
-            f"<h1>Evaluation against {html.escape(ev.target)}</h1>"
-            f"<p>{len(ev.eras)} eras ({ev.eras[0]} … {ev.eras[-1]}), {len(ev.columns)} prediction column(s). "
-            "APY compounds per-era corr over 52 weekly eras. Feature exposure against the feature set "
-            f"{html.escape(ev.feature_sets.get('exposure', 'all'))!r}, FNC and neutral corr against "
-            f"{html.escape(ev.feature_sets.get('neutral', 'all'))!r}.</p>"
-            f"<table><tr><th>metric</th>{head}</tr>{body}</table>{figures}</body></html>")
+            f"<h1>Evaluation against {e(ev.target)}</h1>"
+            f"<p>{_era_sentence(ev)} Feature exposure against the feature set "
+            f"<code>{e(ev.feature_sets.get('exposure', 'all'))}</code>, FNC and neutral corr against "
+            f"<code>{e(ev.feature_sets.get('neutral', 'all'))}</code>.</p>"
+            f"<table><tr><th>metric</th>{head}</tr>{body}</table>{figures}"
+            f"<h2>Provenance</h2><table class='sources'>{origin}</table></body></html>")
 
 
-def _fmt(value) -> str:
+def _base64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def _fmt(key: str, value) -> str:
+    """A table cell: counts as integers, APY in percent, other metrics to 4 decimals, NaN as –."""
+    if value is None:
+        return ""
     if isinstance(value, (int, np.integer)):
         return str(value)
-    return "" if value is None else f"{value:.4f}"
+    if np.isnan(value):
+        return "–"
+    return f"{100 * value:.2f} %" if key == "apy" else f"{value:.4f}"
 
 
+@translates_write_errors("report", "out_dir")
 def write_report(ev: Evaluation, out_dir: str | Path, store: EraStore, model: TrainedModel | None = None) -> dict:
     """Write PNGs, metrics.json and report.html into ``out_dir`` (replaced atomically); returns the paths."""
-    out_dir = Path(out_dir)
+    out_dir = check_output_dir(out_dir, "report", inputs=[store.path])
     tmp = atomic_writer_path(out_dir)
     tmp.mkdir(parents=True)
     try:
-        for name, plot in PLOTS.items():
-            _draw(plot, ev, tmp / f"{name}.png")
-        images = list(PLOTS) + (model_plots(model, store, tmp) if model else [])
+        with plt.rc_context({"text.parse_math": False}):  # a `$` in a column name or era label is text
+            for name, plot in PLOTS.items():
+                _draw(plot, ev, tmp / f"{name}.png")
+            images = list(PLOTS) + (model_plots(model, store, tmp) if model else [])
         summary = ev.summary()
+        sources = provenance(ev, model)
+        for note in sources["model_era_overlap"] or ():
+            warn(note)
         per_era = {k: {c: v[:, j].tolist() for j, c in enumerate(ev.columns)} for k, v in ev.per_era.items()}
         (tmp / "metrics.json").write_text(json.dumps({"target": ev.target, "eras": ev.eras,
-                                                      "feature_sets": ev.feature_sets, "summary": summary,
-                                                      "per_era": per_era}, indent=1, default=float))
-        (tmp / "report.html").write_text(_html(ev, summary, images, tmp))
+                                                      "eras_without_target": ev.eras_without_target,
+                                                      "feature_sets": ev.feature_sets, "provenance": sources,
+                                                      "summary": summary, "per_era": per_era},
+                                                     indent=1, default=float))
+        (tmp / "report.html").write_text(_html(ev, summary, images, tmp, sources), encoding="utf-8")
         replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -205,15 +273,14 @@ def write_report(ev: Evaluation, out_dir: str | Path, store: EraStore, model: Tr
             "images": [str(out_dir / f"{n}.png") for n in images]}
 
 
-def plot_runs_cumulative(runs: list[dict], path: Path) -> None:
-    """Cumulative per-era corr of every series of the compared runs on shared era axes."""
-    eras = sorted({era for run in runs for s in run["series"].values() for era in s})
+@translates_write_errors("plot", "path")
+def plot_runs_cumulative(comparison: dict, path: Path) -> None:
+    """Cumulative per-era corr of the compared runs over the eras they share (``ledger.compare_runs``)."""
+    eras = comparison["common_eras"]
     fig, ax = plt.subplots(figsize=(9, 4))
-    for run in runs:
-        for label, series in run["series"].items():
-            values = np.array([np.nan if series.get(e) is None else series[e] for e in eras], dtype=float)
-            ax.plot(_cumulative(values[:, None])[:, 0], label=label)
-    ax.set(title="Cumulative per-era corr of the compared runs", ylabel="sum of corr")
+    for label, values in comparison["series"].items():
+        ax.plot(_cumulative(np.array(values, dtype=float)[:, None])[:, 0], label=label)
+    ax.set(title=f"Cumulative per-era corr over the {len(eras)} eras the runs share", ylabel="sum of corr")
     _era_axis(ax, eras)
     ax.legend(fontsize=7)
     _save(fig, path)

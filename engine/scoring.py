@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eraflow.kernels import correlation_contribution, era_summary, feature_exposure, neutralize, numerai_corr
+from eraflow.kernels import correlation_contribution, era_summary, feature_exposure, neutralize, numerai_corr, rank
 
 from .errors import InputError
 from .predictions import AlignedPredictions, align_predictions
@@ -117,23 +117,41 @@ def score_aligned(store: EraStore, preds: AlignedPredictions, target: str, meta:
                   np.concatenate(parts["max"]), np.concatenate(parts["rms"]))
 
 
-def meta_model_values(store: EraStore, preds: AlignedPredictions, path: Path, column: str | None) -> np.ndarray:
-    """The meta model's value for each predicted row; InputError if it misses any of them."""
-    meta = align_predictions(store, path, [column] if column else None, min_coverage=0.0)
-    if len(meta.columns) != 1:
-        raise InputError(f"{path} has several numeric columns {meta.columns}; name one with --meta-column")
-    position = np.searchsorted(meta.rows, preds.rows)
-    found = (position < len(meta.rows)) & (meta.rows[np.minimum(position, len(meta.rows) - 1)] == preds.rows)
+def reference_values(store: EraStore, preds: AlignedPredictions, path: Path,
+                     columns: list[str] | None = None) -> tuple[list[str], np.ndarray]:
+    """Columns of a reference file (meta model, benchmark models) for each predicted row: names and
+    values (n × c); ids the store lacks are ignored; InputError if a predicted row has no value."""
+    ref = align_predictions(store, path, columns, min_coverage=0.0, reference=True)
+    position = np.searchsorted(ref.rows, preds.rows)
+    found = (position < len(ref.rows)) & (ref.rows[np.minimum(position, len(ref.rows) - 1)] == preds.rows)
     if not found.all():
         raise InputError(f"{path.name} has no value for {int((~found).sum()):,} predicted rows "
                          f"(e.g. id {preds.ids[~found][0]!r})")
-    return meta.values[position, 0]
+    return ref.columns, ref.values[position]
+
+
+def meta_model_values(store: EraStore, preds: AlignedPredictions, path: Path, column: str | None) -> np.ndarray:
+    """The meta model's value for each predicted row; InputError if it misses any of them."""
+    names, values = reference_values(store, preds, path, [column] if column else None)
+    if len(names) != 1:
+        raise InputError(f"{path} has several numeric columns {names}; name one with --meta-column")
+    return values[:, 0]
+
+
+def check_proportion(proportion: float) -> float:
+    """``proportion`` if it lies in [0, 1], else InputError."""
+    if not 0 <= proportion <= 1:
+        raise InputError(f"proportion must lie in [0, 1], got {proportion}; "
+                         "1 removes the whole linear feature exposure, 0 none of it")
+    return proportion
 
 
 def neutralize_aligned(store: EraStore, preds: AlignedPredictions, feature_set: str | list[str] | None,
                        proportion: float,
-                       backend: str = "auto") -> np.ndarray:
-    """Per-era neutralization of every prediction column against the store's features."""
+                       backend: str = "auto", ranked: bool = False) -> np.ndarray:
+    """Per-era neutralization of every prediction column against the store's features; ``ranked``
+    then ranks each column per era to ``(rank − 0.5) / n`` (ties averaged), ready to submit."""
+    check_proportion(proportion)
     cols = feature_indices(store, feature_set)
     out = np.empty_like(preds.values)
     for k0, k1 in era_batches(preds.offsets, len(cols)):
@@ -141,7 +159,7 @@ def neutralize_aligned(store: EraStore, preds: AlignedPredictions, feature_set: 
         features = gather_features(store, preds.rows[r0:r1], cols)
         out[r0:r1] = neutralize(preds.values[r0:r1], features, preds.offsets[k0:k1 + 1] - r0, proportion,
                                 backend=backend)
-    return out
+    return rank(out, preds.offsets, backend=backend) if ranked else out
 
 
 def neutralize_columns(store: EraStore, columns: dict[str, np.ndarray], era_index: np.ndarray,

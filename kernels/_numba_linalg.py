@@ -31,6 +31,7 @@ from threadpoolctl import threadpool_limits
 
 from ._checks import MISSING_CODE
 from ._numba_codegram import WORD_ROWS, add_code_bits, code_gram, plane_words, store_word
+from ._numba_scores import power_of_two_scale
 from ._xp_linalg import MIDDLE_CODE, TOP_CODE, lstsq_fitted, solve_centered_gram
 from .backend import NUMPY
 
@@ -176,12 +177,42 @@ def _neutralize_era(x, features, rows, w, planes, proportion):
 
 
 @njit(cache=True)
-def _feature_row(features, row, codes, out):
-    """``out[:] = features[row]`` as float64, int8 codes with missing → MIDDLE_CODE when ``codes``."""
+def _feature_row(features, row, codes, scale, out):
+    """``out[:] = features[row]`` as float64: int8 codes with missing → MIDDLE_CODE when ``codes``,
+    else float features times ``scale``."""
     source = features[row]
-    for i in range(out.size):
-        value = source[i]
-        out[i] = MIDDLE_CODE if codes and value == MISSING_CODE else value
+    if codes:
+        for i in range(out.size):
+            out[i] = MIDDLE_CODE if source[i] == MISSING_CODE else source[i]
+    else:
+        for i in range(out.size):
+            out[i] = source[i] * scale[i]
+
+
+@njit(cache=True)
+def _feature_scales(features, rows, codes):
+    """Per feature, :func:`power_of_two_scale` of its largest |value| on ``rows`` (1 for store codes)."""
+    scale = np.ones(features.shape[1])
+    if codes:
+        return scale
+    largest = np.zeros(features.shape[1])
+    for r in rows:
+        for i in range(features.shape[1]):
+            largest[i] = max(largest[i], abs(features[r, i]))
+    for i in range(scale.size):
+        scale[i] = power_of_two_scale(largest[i])
+    return scale
+
+
+@njit(cache=True)
+def _scaled_centered(x):
+    """Columns of ``x (n, m)`` scaled by the power of two that brings their largest |value| into
+    [0.5, 1), then centered (as ``_xp_linalg.scaled_centered``)."""
+    out = np.empty_like(x)
+    for j in range(x.shape[1]):
+        column = x[:, j] * power_of_two_scale(np.abs(x[:, j]).max())
+        out[:, j] = column - column.sum() / column.size
+    return out
 
 
 @njit(parallel=True, cache=True)
@@ -191,7 +222,8 @@ def exposure_eras(x, features, offsets, kept, codes):
     ``codes``: features are int8 store codes (missing → MIDDLE_CODE).
 
     Two passes over the era's feature rows: means and ranges, then centered sums of squares and
-    cross products with the centered x.
+    cross products with the centered x. x and float features are first scaled by powers of two
+    (exact) so that any finite magnitude gives |corr| ≤ 1.
     """
     m, k = x.shape[1], features.shape[1]
     out = np.full((offsets.size - 1, 2 * m), np.nan)
@@ -202,22 +234,23 @@ def exposure_eras(x, features, offsets, kept, codes):
         if n < 2:
             continue
         value = np.empty(k)
+        f_scale = _feature_scales(features, rows, codes)
         f_mean = np.zeros(k)
         f_low = np.full(k, np.inf)
         f_high = np.full(k, -np.inf)
         for r in rows:
-            _feature_row(features, r, codes, value)
+            _feature_row(features, r, codes, f_scale, value)
             for i in range(k):
                 f_mean[i] += value[i]
                 f_low[i] = min(f_low[i], value[i])
                 f_high[i] = max(f_high[i], value[i])
         f_mean /= n
         x_kept = x[rows]
-        x_centered = x_kept - x_kept.sum(axis=0) / n
+        x_centered = _scaled_centered(x_kept)
         f_ss = np.zeros(k)
         cov = np.zeros((m, k))
         for r in range(n):
-            _feature_row(features, rows[r], codes, value)
+            _feature_row(features, rows[r], codes, f_scale, value)
             for i in range(k):
                 value[i] -= f_mean[i]
                 f_ss[i] += value[i] * value[i]
@@ -229,7 +262,8 @@ def exposure_eras(x, features, offsets, kept, codes):
         for j in range(m):
             if x_kept[:, j].min() == x_kept[:, j].max() or not varying.any():
                 continue
-            corr = cov[j][varying] / np.sqrt(f_ss[varying] * (x_centered[:, j] ** 2).sum())
+            corr = np.minimum(np.maximum(cov[j][varying] / np.sqrt(f_ss[varying] * (x_centered[:, j] ** 2).sum()),
+                                         -1.0), 1.0)  # rounding may pass ±1
             out[era, j] = np.abs(corr).max()
             out[era, m + j] = math.sqrt((corr * corr).mean())
     return out

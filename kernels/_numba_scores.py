@@ -113,11 +113,20 @@ def _power_1_5(x):
 
 
 @njit(cache=True)
+def power_of_two_scale(largest):
+    """The power of two that brings ``largest`` (> 0) into [0.5, 1); 1 for 0. Scaling by it is exact."""
+    return math.ldexp(1.0, -math.frexp(largest)[1]) if largest > 0 else 1.0
+
+
+@njit(cache=True)
 def _pearson(a, b):
-    """Pearson correlation of two equal-length vectors; NaN below 2 values or if either is constant."""
+    """Pearson correlation of two equal-length vectors; NaN below 2 values or if either is constant.
+    Each side is scaled by :func:`power_of_two_scale` of its largest |value| first (any finite magnitude)."""
     n = a.size
     if n < 2 or a.min() == a.max() or b.min() == b.max():
         return np.nan
+    a = a * power_of_two_scale(np.abs(a).max())
+    b = b * power_of_two_scale(np.abs(b).max())
     mean_a = a.sum() / n
     mean_b = b.sum() / n
     cov = var_a = var_b = 0.0

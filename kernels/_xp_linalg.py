@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._checks import MISSING_CODE
-from ._xp_scores import varies
+from ._xp_scores import scaled_to_unit, varies
 
 TOP_CODE = 4  # the largest store code
 MIDDLE_CODE = 2  # a missing feature code (-1) is read as the middle bucket: see neutralization.py
@@ -146,20 +146,32 @@ def neutralize_block(ns, x, features, kept, proportion: float):
     return xp.where(keep, x - proportion * fitted, xp.nan)
 
 
+def scaled_centered(xp, x, kept):
+    """``x (B, L, m)`` on the kept rows, scaled per era and column by a power of two
+    (:func:`~._xp_scores.scaled_to_unit`), then centered; 0 elsewhere. Correlation ignores the
+    scale, and its sums of squares stay finite and clear of subnormals for any finite magnitude."""
+    x = scaled_to_unit(xp, xp.where(kept, x, 0.0))
+    n = xp.maximum(kept.sum(axis=1, keepdims=True), 1)
+    return xp.where(kept, x - x.sum(axis=1, keepdims=True) / n, 0.0)
+
+
 def exposure_block(ns, x, features, kept):
     """Per era and column of x: ``[max_i |corr(x, F_i)|, sqrt(mean_i corr(x, F_i)²)]`` over the
-    features that vary in the era, as ``(B, 2m)``; NaN where x is constant or no feature varies."""
+    features that vary in the era, as ``(B, 2m)``; NaN where x is constant or no feature varies.
+    x and float features go through :func:`scaled_centered` first, so any finite magnitude gives
+    |corr| ≤ 1."""
     xp = ns.xp
     n_kept = kept.sum(axis=1)
+    if features.dtype != np.int8:
+        features = scaled_centered(xp, features, kept)
     w, mean, varying = design_block(xp, features, kept, n_kept)
-    x_mean = xp.where(kept, x, 0.0).sum(axis=1, keepdims=True) / xp.maximum(n_kept, 1)[:, None]
-    x_centered = xp.where(kept, x - x_mean, 0.0)
+    x_centered = scaled_centered(xp, x, kept)
     cross = w.transpose(0, 2, 1) @ x_centered                                      # Σ (w − μ)(x − x̄)
     feature_var = (w * w).sum(axis=1, dtype=xp.float64) - n_kept * mean**2          # Σ (w − μ)²
     x_var = (x_centered**2).sum(axis=1)
     defined = varying[:, :, None] & varies(xp, x, kept)[:, None, :]
     scale = xp.sqrt(xp.where(defined, feature_var[:, :, None] * x_var[:, None, :], 1.0))
-    corr = xp.where(defined, cross / scale, 0.0)
+    corr = xp.clip(xp.where(defined, cross / scale, 0.0), -1.0, 1.0)  # rounding may pass ±1
     n_defined = defined.sum(axis=1)
     max_abs = xp.where(defined, xp.abs(corr), -xp.inf).max(axis=1)
     rms = xp.sqrt((corr**2).sum(axis=1) / xp.maximum(n_defined, 1))

@@ -69,13 +69,20 @@ def power(xp, x, p: float):
     return xp.sign(x) * xp.abs(x) ** p
 
 
+def scaled_to_unit(xp, x):
+    """``x (B, L, m)`` (no NaN) times the power of two per era and column that brings its largest
+    |value| into [0.5, 1): exact, and it keeps sums of squares finite and clear of subnormals."""
+    return xp.ldexp(x, -xp.frexp(xp.abs(x).max(axis=1, keepdims=True))[1])
+
+
 def pearson_block(ns, a, b):
     """Per-era, per-column Pearson correlation of ``a (B, L, m)`` and ``b (B, L, m or 1)`` on rows
-    where both are present; NaN with fewer than 2 such rows or when either side is constant."""
+    where both are present; NaN with fewer than 2 such rows or when either side is constant.
+    Each side is first scaled by a power of two (:func:`scaled_to_unit`), so any finite magnitude works."""
     xp = ns.xp
     both = present(a) & present(b)
-    a = xp.where(both, a, 0.0)
-    b = xp.where(both, b, 0.0)
+    a = scaled_to_unit(xp, xp.where(both, a, 0.0))
+    b = scaled_to_unit(xp, xp.where(both, b, 0.0))
     count = both.sum(axis=1)
     safe_count = xp.maximum(count, 1)
     a_centered = xp.where(both, a - a.sum(axis=1, keepdims=True) / safe_count[:, None], 0.0)
