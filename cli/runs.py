@@ -9,12 +9,13 @@ from rich.console import Console
 from rich.table import Table
 
 from eraflow.engine.ledger import compare_runs, list_runs, show_run
-from eraflow.engine.report import plot_runs_cumulative
+from eraflow.engine.outputs import check_output_file
 
-from .data import print_json, json_option
+from .options import json_option, print_json
 
 ledger_option = click.option("--ledger", type=click.Path(path_type=Path),
                              help="Ledger file [default: $ERAFLOW_LEDGER or ~/.eraflow/ledger.duckdb].")
+WIDE = 1000  # tables print at their own width: paths are never wrapped or cut
 
 
 @click.group()
@@ -34,11 +35,23 @@ def _headline(metrics: dict) -> str:
     return "; ".join(parts)
 
 
+def _output(artifacts: dict) -> str:
+    """What a run read and wrote: its model directory, or predictions file → report directory."""
+    if "model_dir" in artifacts:
+        return str(artifacts["model_dir"])
+    report = str(Path(artifacts["report"]).parent) if "report" in artifacts else ""
+    return f"{artifacts['predictions']} → {report}" if artifacts.get("predictions") else report
+
+
+def _value(value) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
 @runs.command("list")
 @ledger_option
 @json_option
 def list_command(ledger, as_json):
-    """List runs, newest first.
+    """List runs, newest first, with what each read and wrote (model dir, or predictions → report dir).
 
     \b
     Example:
@@ -48,10 +61,11 @@ def list_command(ledger, as_json):
     if as_json:
         print_json(rows)
         return
-    table = Table("run", "kind", "created", "targets", "scores", box=None, pad_edge=False)
+    table = Table("run", "kind", "created", "targets", "output", "scores", box=None, pad_edge=False)
     for r in rows:
-        table.add_row(r["run_id"], r["kind"], r["created"][:19], ", ".join(r["targets"]), _headline(r["metrics"]))
-    Console(highlight=False, width=200).print(table)
+        table.add_row(r["run_id"], r["kind"], r["created"][:19], ", ".join(r["targets"]), _output(r["artifacts"]),
+                      _headline(r["metrics"]))
+    Console(highlight=False, width=WIDE).print(table)
 
 
 @runs.command("show")
@@ -59,7 +73,7 @@ def list_command(ledger, as_json):
 @ledger_option
 @json_option
 def show_command(run_id, ledger, as_json):
-    """Show one run: command, parameters, metrics, artifacts, per-era scores.
+    """Show one run: command, parameters, metrics per prediction, artifacts, per-era scores.
 
     \b
     Example:
@@ -72,9 +86,20 @@ def show_command(run_id, ledger, as_json):
     for key in ("run_id", "kind", "created", "command", "store_fingerprint", "targets", "eraflow_version"):
         click.echo(f"{key:18} {run[key]}")
     click.echo(f"{'features':18} {len(run['features'])}")
-    click.echo(f"{'artifacts':18} {run['artifacts']}")
     click.echo(f"{'scores':18} {_headline(run['metrics'])}")
     click.echo(f"{'per-era rows':18} {len(run['per_era'])}")
+    click.echo("params")
+    for key, value in sorted(run["params"].items()):
+        click.echo(f"  {key} = {_value(value)}")
+    click.echo("metrics")
+    for name, metrics in run["metrics"].items():
+        click.echo(f"  {name}")
+        for key, value in sorted(metrics.items()) if isinstance(metrics, dict) else [("value", metrics)]:
+            click.echo(f"    {key} = {_value(value)}")
+    click.echo("artifacts")
+    for key, value in sorted(run["artifacts"].items()):
+        for path in value if isinstance(value, list) else [value]:
+            click.echo(f"  {key} = {path}")
 
 
 @runs.command("compare")
@@ -84,19 +109,31 @@ def show_command(run_id, ledger, as_json):
 @ledger_option
 @json_option
 def compare_command(run_ids, plot, ledger, as_json):
-    """Compare runs: their scores side by side and a cumulative-corr plot of them together.
+    """Compare runs over the eras and targets they share: a table and a cumulative-corr plot.
+
+    Each run × prediction gets mean, std, sharpe and max drawdown of its per-era corr over the
+    eras every run scored, so the numbers compare like with like.
 
     \b
     Example:
       eraflow runs compare 20261121-093000-1a2b3c 20261121-101500-4d5e6f --plot compare.png
     """
-    runs_ = compare_runs(list(run_ids), ledger)
-    plot_runs_cumulative(runs_, plot)
+    from eraflow.engine.report import plot_runs_cumulative
+
+    check_output_file(plot, "plot")
+    comparison = compare_runs(list(run_ids), ledger)
+    plot_runs_cumulative(comparison, plot)
     if as_json:
-        print_json([{k: r[k] for k in ("run_id", "kind", "command", "metrics")} for r in runs_] + [{"plot": str(plot)}])
+        print_json({**{k: v for k, v in comparison.items() if k != "series"}, "plot": str(plot)})
         return
-    table = Table("run", "kind", "scores", box=None, pad_edge=False)
-    for r in runs_:
-        table.add_row(r["run_id"], r["kind"], _headline(r["metrics"]))
-    Console(highlight=False, width=200).print(table)
+    counts = ", ".join(f"{run_id} {n}" for run_id, n in comparison["eras"].items())
+    common = comparison["common_eras"]
+    click.echo(f"target {', '.join(comparison['targets'])}; eras scored: {counts}; "
+               f"common: {len(common)} ({common[0]}–{common[-1]})")
+    table = Table("run", "kind", "prediction", "target", "eras", "mean", "std", "sharpe", "max dd", box=None,
+                  pad_edge=False)
+    for r in comparison["rows"]:
+        table.add_row(r["run_id"], r["kind"], r["prediction"], r["target"], str(r["eras"]), f"{r['mean']:+.4f}",
+                      f"{r['std']:.4f}", f"{r['sharpe']:+.2f}", f"{r['max_drawdown']:.4f}")
+    Console(highlight=False, width=WIDE).print(table)
     click.echo(f"plot: {plot}")
