@@ -8,14 +8,16 @@ import click
 
 from eraflow.engine.export import export_model
 from eraflow.engine.live import (
+    feature_set_names,
     live_predictions,
-    model_postprocess,
+    override_postprocess,
     postprocess_summary,
     write_submission,
 )
+from eraflow.engine.outputs import check_output_file
 from eraflow.engine.predict import load_model
 
-from .data import json_option, print_json
+from .options import json_option, print_json
 
 
 @click.command()
@@ -25,27 +27,50 @@ from .data import json_option, print_json
               help="The live parquet file [default: DATA/live.parquet].")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="Submission file to write (.parquet, or .csv).")
+@click.option("--column", help="Output to submit: ensemble or pred_<target> [default: model.json's].")
+@click.option("--neutralize", "proportion", type=click.FloatRange(0, 1),
+              help="Neutralize per era by this proportion in [0, 1] [default: model.json's].")
+@click.option("--feature-set", help="Neutralize against this feature set [default: model.json's, else the "
+                                    "model's features].")
+@click.option("--features-json", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="features.json for --feature-set [default: DATA/features.json, or beside --live; "
+                   "else the model's store].")
 @json_option
-def live(model_dir, data_dir, live_file, output, as_json):
+def live(model_dir, data_dir, live_file, output, column, proportion, feature_set, features_json, as_json):
     """Predict Numerai's live era with a trained model, ready to submit.
 
-    Ingests live.parquet (only the model's features), predicts, applies the model's
+    Ingests live.parquet (only the features needed), predicts, applies the model's
     post-processing (ensemble, neutralization), ranks to (0, 1) and validates the file as Numerai does.
+    --column, --neutralize and --feature-set replace model.json's post-processing for this run
+    only; model.json is not changed.
 
     \b
     Example:
       eraflow live models/starter --data data/v5.2 -o live_predictions.parquet
+      eraflow live models/starter --data data/v5.2 --neutralize 0.5 --feature-set medium -o live.parquet
     """
     if live_file is None and data_dir is None:
         raise click.UsageError("give --data DIR (with live.parquet) or --live FILE")
+    if features_json is not None and feature_set is None:
+        raise click.UsageError("--features-json is read only for --feature-set; give both")
+    live_file = live_file or data_dir / "live.parquet"
+    check_output_file(output, "submission", inputs=[model_dir, live_file])
     model = load_model(model_dir)
-    frame = live_predictions(model, live_file or data_dir / "live.parquet")
+    features = None
+    if feature_set is not None:
+        features_json = features_json or (data_dir or live_file.parent) / "features.json"
+        features = feature_set_names(model, feature_set, features_json)
+    post = override_postprocess(model, column, proportion, features)
+    frame = live_predictions(model, live_file, post)
     write_submission(frame, output)
-    summary = {"output": str(output), "rows": len(frame), "postprocess": postprocess_summary(model_postprocess(model))}
+    overridden = any(v is not None for v in (column, proportion, feature_set))
+    summary = {"output": str(output), "rows": len(frame), "postprocess": postprocess_summary(post),
+               "postprocess_overridden": overridden}
     if as_json:
         print_json(summary)
     else:
-        click.echo(f"wrote {output}: {len(frame):,} live rows ({summary['postprocess']}); valid for submission")
+        note = "; post-processing from the command line, model.json unchanged" if overridden else ""
+        click.echo(f"wrote {output}: {len(frame):,} live rows ({summary['postprocess']}{note}); valid for submission")
 
 
 @click.command()
@@ -61,5 +86,6 @@ def export(model_dir, output):
     Example:
       eraflow export models/starter -o model.pkl
     """
+    check_output_file(output, "export", inputs=[model_dir])
     size = export_model(load_model(model_dir), output)
     click.echo(f"wrote {output} ({size / 1024:,.0f} KiB): predict(live_features, live_benchmark_models) -> DataFrame")

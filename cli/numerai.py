@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
 import click
+
 from eraflow.engine.numerai import (
     DATASET_FILES,
     DEFAULT_KEYS,
@@ -17,14 +17,12 @@ from eraflow.engine.numerai import (
 )
 from eraflow.engine.submission import read_live_ids
 
-from .data import _size, csv_list, json_option, print_json, quiet_option
+from .options import csv_list, human_size, json_option, print_json, quiet_option
 
 
 def make_client(*, auth: bool, progress_bars: bool = False):
     """The real numerapi client; anonymous when ``auth`` is False and no credentials are configured."""
     credentials = load_credentials(required=auth)
-    # eraflow reports API failures itself, on one line: keep numerapi's log lines off stderr
-    logging.getLogger("numerapi").setLevel(logging.CRITICAL)
     return numerai_client(credentials, show_progress_bars=progress_bars)
 
 
@@ -66,7 +64,7 @@ def download(out_dir, version, files, quiet, as_json):
         return
     width = max(len(r.name) for r in results)
     for r in results:
-        click.echo(f"{r.name:<{width}}  {_size(r.bytes):>10}  {'present' if r.skipped else 'downloaded'}")
+        click.echo(f"{r.name:<{width}}  {human_size(r.bytes):>10}  {'present' if r.skipped else 'downloaded'}")
 
 
 @click.command()

@@ -9,8 +9,8 @@ import click
 from eraflow.engine.pipeline import run_pipeline
 
 from . import numerai
-from .data import json_option, print_json
-from .progress import row_progress
+from .options import json_option, print_json
+from .progress import row_progress, training_log
 from .runs import ledger_option
 
 HEADLINE = ("mean", "sharpe", "max_drawdown", "feature_neutral_mean", "mmc_mean")
@@ -23,8 +23,9 @@ HEADLINE = ("mean", "sharpe", "max_drawdown", "feature_neutral_mean", "mmc_mean"
 def run(pipeline, ledger, as_json):
     """Run a pipeline file: data, ingest, train, post-process, evaluate, live, submit.
 
-    Steps whose inputs did not change since the last run are skipped. See examples/demo.toml
-    and examples/numerai_weekly.toml.
+    Steps whose inputs and outputs did not change since the last run are skipped. [data] source
+    is synthetic, numerai (without network: the files already downloaded, with a warning) or
+    files (your own paths). See examples/demo.toml and examples/numerai_weekly.toml.
 
     \b
     Example:
@@ -34,8 +35,9 @@ def run(pipeline, ledger, as_json):
         if not as_json:
             click.echo(f"  {name:12} {status:8} {seconds:6.1f} s")
 
-    with row_progress(as_json) as progress:
-        result = run_pipeline(pipeline, lambda auth: numerai.client_factory(auth=auth), on_step, ledger, progress)
+    with row_progress(as_json) as progress, training_log(as_json) as status:
+        result = run_pipeline(pipeline, lambda auth: numerai.client_factory(auth=auth), on_step, ledger, progress,
+                              status)
     if as_json:
         print_json({"steps": [{"step": s, "status": st, "seconds": round(sec, 2)} for s, st, sec in result.steps],
                     "report": str(result.report) if result.report else None, "summary": result.summary,

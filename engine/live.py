@@ -8,6 +8,7 @@ features). It is kept apart from the boosters, so changing it never means retrai
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,10 +19,20 @@ import pyarrow as pa
 from eraflow.kernels import rank
 
 from .atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
-from .errors import InputError
-from .ingest import IngestOptions, ingest_files
-from .predict import (ENSEMBLE, MODEL_JSON, PredictionTable, TrainedModel, era_positions, load_model, predict_table,
-                      prediction_column)
+from .errors import EraflowError, InputError
+from .ingest import IngestOptions, ingest_files, read_features_json
+from .outputs import check_output_file
+from .predict import (
+    ENSEMBLE,
+    MODEL_JSON,
+    PredictionTable,
+    TrainedModel,
+    era_positions,
+    load_model,
+    predict_table,
+    prediction_column,
+    with_aliases,
+)
 from .scoring import neutralize_columns
 from .store import EraStore, open_store
 from .submission import validate_submission
@@ -39,34 +50,93 @@ class Postprocess:
 
 
 def model_outputs(model: TrainedModel) -> list[str]:
-    """The columns a model predicts: ``pred_<target>`` per target, plus ``ensemble`` when several."""
-    return [prediction_column(t) for t in model.targets] + ([ENSEMBLE] if len(model.targets) > 1 else [])
+    """The columns a model predicts: ``pred_<target>`` per target (aliases of a trained target
+    included), plus ``ensemble`` when several targets were trained."""
+    columns = with_aliases(dict.fromkeys(prediction_column(t) for t in model.targets), model.aliases)
+    return list(columns) + ([ENSEMBLE] if len(model.targets) > 1 else [])
+
+
+def default_column(model: TrainedModel) -> str:
+    """The column submitted unless post-processing says otherwise: the ensemble, or the only trained target."""
+    return ENSEMBLE if len(model.targets) > 1 else prediction_column(model.targets[0])
 
 
 def model_postprocess(model: TrainedModel) -> Postprocess:
     """The model's post-processing; by default the ensemble (or the only target), not neutralized."""
     saved = model.meta.get("postprocess")
     if not saved:
-        return Postprocess(model_outputs(model)[-1])
+        return Postprocess(default_column(model))
     features = saved.get("features")
     return Postprocess(saved["column"], saved.get("proportion"), tuple(features) if features else None)
+
+
+def check_postprocess(model: TrainedModel, post: Postprocess) -> Postprocess:
+    """``post`` when it fits the model: one of its outputs, a proportion in [0, 1]; else InputError."""
+    if post.column not in model_outputs(model):
+        raise InputError(f"the model has no output {post.column!r}; it has {', '.join(model_outputs(model))}")
+    if post.proportion is not None and not 0 <= post.proportion <= 1:
+        raise InputError(f"neutralization proportion must lie in [0, 1], got {post.proportion}")
+    if post.features is not None and not post.features:
+        raise InputError("the neutralization feature list is empty; give at least one feature")
+    return post
 
 
 def set_postprocess(model_dir: str | Path, post: Postprocess) -> Postprocess:
     """Check ``post`` against the model and record it in model.json (atomically)."""
     model = load_model(model_dir)
-    if post.column not in model_outputs(model):
-        raise InputError(f"the model has no output {post.column!r}; it has {', '.join(model_outputs(model))}")
-    if post.proportion is not None and not 0 <= post.proportion <= 1:
-        raise InputError(f"neutralization proportion must lie in [0, 1], got {post.proportion}")
+    check_postprocess(model, post)
     meta = dict(model.meta, postprocess=asdict(post))
     atomic_write_json(Path(model_dir) / MODEL_JSON, meta)
     return post
 
 
-def predict_submitted(model: TrainedModel, store: EraStore, eras: str | None = None) -> PredictionTable:
-    """The model's outputs for the eras plus ``prediction``: the post-processed column, not yet ranked."""
-    post = model_postprocess(model)
+def override_postprocess(model: TrainedModel, column: str | None = None, proportion: float | None = None,
+                         features: Sequence[str] | None = None) -> Postprocess:
+    """The model's post-processing with the given parts replaced, for one run (model.json is not changed).
+
+    ``features`` (neutralize against these) needs a proportion, given here or in model.json.
+    """
+    saved = model_postprocess(model)
+    proportion = saved.proportion if proportion is None else proportion
+    if features is not None and proportion is None:
+        raise InputError("neutralization features were given but no proportion, and the model neutralizes "
+                         "nothing; give a proportion (--neutralize P)")
+    post = Postprocess(column or saved.column, proportion, saved.features if features is None else tuple(features))
+    return check_postprocess(model, post)
+
+
+def model_store(model: TrainedModel) -> EraStore | None:
+    """The store the model was trained on, when it is still there unchanged (same fingerprint)."""
+    try:
+        store = open_store(model.meta["store"])
+    except (EraflowError, OSError, KeyError, TypeError):
+        return None
+    return store if store.fingerprint == model.meta.get("store_fingerprint") else None
+
+
+def feature_set_names(model: TrainedModel, name: str, features_json: Path | None) -> tuple[str, ...]:
+    """The features of set ``name``: from ``features_json`` when it exists, else from the model's store."""
+    if features_json is not None and Path(features_json).is_file():
+        sets, where = read_features_json(Path(features_json))["feature_sets"], str(features_json)
+    else:
+        store = model_store(model)
+        if store is None:
+            raise InputError(f"cannot look up feature set {name!r}: no features.json "
+                             f"{'at ' + str(features_json) if features_json else 'given'} and the model's store "
+                             "is gone or was rebuilt; give Numerai's features.json")
+        sets, where = store.feature_sets, "the model's store"
+    if name not in sets:
+        raise InputError(f"unknown feature set {name!r} in {where}; it has {', '.join(sorted(sets))}")
+    return tuple(sets[name])
+
+
+def predict_submitted(model: TrainedModel, store: EraStore, eras: str | None = None,
+                      post: Postprocess | None = None) -> PredictionTable:
+    """The model's outputs for the eras plus ``prediction``: the post-processed column, not yet ranked.
+
+    ``post`` replaces the model's own post-processing (see :func:`override_postprocess`).
+    """
+    post = post or model_postprocess(model)
     table = predict_table(model, store, eras)
     value = table.columns[post.column]
     if post.proportion is not None:
@@ -75,20 +145,21 @@ def predict_submitted(model: TrainedModel, store: EraStore, eras: str | None = N
     return PredictionTable(table.ids, table.eras, {**table.columns, SUBMITTED: value})
 
 
-def live_predictions(model: TrainedModel, live_path: str | Path) -> pd.DataFrame:
+def live_predictions(model: TrainedModel, live_path: str | Path, post: Postprocess | None = None) -> pd.DataFrame:
     """``id`` and ``prediction`` for every row of a live parquet file, ready to submit.
 
     live.parquet is ingested into a temporary store (only the features needed), the model
-    predicts, its post-processing applies (neutralization per era), and the submitted column
-    is ranked per era to ``(rank − 0.5) / n`` in (0, 1); the result passes Numerai's checks.
+    predicts, its post-processing (or ``post``) applies (neutralization per era), and the
+    submitted column is ranked per era to ``(rank − 0.5) / n`` in (0, 1); the result passes
+    Numerai's checks.
     """
-    post = model_postprocess(model)
+    post = post or model_postprocess(model)
     features = list(dict.fromkeys(model.features + list(post.features or ())))
     with tempfile.TemporaryDirectory(prefix="eraflow-live-") as tmp:
         store_dir = Path(tmp) / "live"
         ingest_files([live_path], store_dir, IngestOptions(features=features, targets=()))
         store = open_store(store_dir)
-        table = predict_submitted(model, store)
+        table = predict_submitted(model, store, post=post)
         offsets = store.offsets.astype(np.int64)
     frame = pd.DataFrame({"id": table.ids, "prediction": rank(table.columns[SUBMITTED], offsets)})
     validate_submission(frame, table.ids)
@@ -97,15 +168,16 @@ def live_predictions(model: TrainedModel, live_path: str | Path) -> pd.DataFrame
 
 def write_submission(frame: pd.DataFrame, path: str | Path) -> None:
     """Write ``id, prediction`` atomically: CSV for a ``.csv`` path, else parquet."""
-    path = Path(path)
+    path = check_output_file(path, "submission")
     if path.suffix == ".csv":
-        atomic_write_bytes(path, frame.to_csv(index=False).encode())
+        atomic_write_bytes(path, frame.to_csv(index=False).encode(), "submission")
     else:
-        atomic_write_parquet(path, pa.Table.from_pandas(frame, preserve_index=False))
+        atomic_write_parquet(path, pa.Table.from_pandas(frame, preserve_index=False), "submission")
 
 
 def postprocess_summary(post: Postprocess) -> str:
     """One line describing the post-processing."""
-    neutral = "" if post.proportion is None else f", neutralized {post.proportion:g} per era"
+    against = f" against {len(post.features)} features" if post.features else ""
+    neutral = "" if post.proportion is None else f", neutralized {post.proportion:g} per era{against}"
     return f"{post.column}{neutral}, ranked to (0, 1)"
 

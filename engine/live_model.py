@@ -5,6 +5,9 @@ lightgbm but not eraflow, so this module imports nothing else and is pickled by 
 (:func:`eraflow.engine.export.export_model`). It repeats what ``eraflow live`` does, in
 pandas/NumPy per era:
 
+0. feature values as codes 0..4, as ``eraflow ingest`` reads them: float columns whose values are
+   all ≤ 1 are quarters (0, .25, … 1, older Numerai files) and are scaled ×4; NaN is missing; any
+   other value is a ValueError naming the column;
 1. each target's booster on the features (missing values NaN, as LightGBM saw them in training);
 2. with several targets, the rank average ``Σ_j w_j · rank(x_j) / Σ_j w_j``;
 3. optionally ``x − proportion · F1 β``, ``β = lstsq([F, 1], x, rcond=1e-6)`` with missing
@@ -19,7 +22,33 @@ import numpy as np
 import pandas as pd
 
 MIDDLE_CODE = 2.0
+MAX_CODE = 4.0
+QUARTER_SCALE = 4.0  # quarters 0, .25, … 1 × 4 = codes 0..4
 LSTSQ_RCOND = 1e-6
+
+
+def feature_codes(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """``frame[columns]`` as float64 codes 0..4 with NaN for missing (rows × columns).
+
+    Float columns are quarters when every value in them is ≤ 1 (ingest's rule) and are scaled ×4.
+    A value that is not a code (after scaling) or NaN raises ValueError naming the column.
+    """
+    values = frame[columns]
+    codes = values.to_numpy(np.float64, na_value=np.nan)
+    floats = np.array([pd.api.types.is_float_dtype(t) for t in values.dtypes], dtype=bool)
+    quarters = codes[:, floats]
+    top = np.fmax.reduce(quarters, axis=None) if quarters.size else np.nan  # NaN ignored, no warning
+    scale = QUARTER_SCALE if top <= 1 else 1.0
+    if scale != 1.0:
+        codes[:, floats] *= scale
+    present = ~np.isnan(codes)
+    bad = present & ((codes < 0) | (codes > MAX_CODE) | (codes != np.floor(np.where(present, codes, 0))))
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        value = float(codes[row, col] / (scale if floats[col] else 1.0))
+        raise ValueError(f"feature {columns[col]} has value {value:g} (row {row}); features must be integers "
+                         "0..4, float quarters 0, 0.25, …, 1, or missing")
+    return codes
 
 
 def era_ranks(values: pd.Series, eras: pd.Series) -> pd.Series:
@@ -50,7 +79,10 @@ class LivePredictor:
     def __call__(self, live_features: pd.DataFrame, live_benchmark_models: pd.DataFrame | None = None) -> pd.DataFrame:
         frame = live_features.set_index("id") if "id" in live_features.columns else live_features
         eras = frame["era"] if "era" in frame.columns else pd.Series("live", index=frame.index)
-        x = frame[self.features].to_numpy(np.float32)
+        columns = list(dict.fromkeys(self.features + (self.neutral_features if self.proportion is not None else [])))
+        codes = feature_codes(frame, columns)
+        position = {c: i for i, c in enumerate(columns)}
+        x = codes[:, [position[c] for c in self.features]].astype(np.float32)
         outputs = {f"pred_{t}": pd.Series(lgb.Booster(model_str=text).predict(x), index=frame.index)
                    for t, text in self.models.items()}
         if len(outputs) > 1:
@@ -59,7 +91,7 @@ class LivePredictor:
             outputs["ensemble"] = pd.Series(ranked @ weights / weights.sum(), index=frame.index)
         chosen = outputs[self.column]
         if self.proportion is not None:
-            f = frame[self.neutral_features].to_numpy(np.float64)
+            f = codes[:, [position[c] for c in self.neutral_features]]
             values = chosen.to_numpy(np.float64).copy()
             for era in pd.unique(eras):
                 rows = (eras == era).to_numpy()

@@ -6,14 +6,16 @@ Every function takes the API client as a parameter (``numerai_client`` builds th
 swallowing an HTTP error) become one-line eraflow errors that never include the secret key.
 
 Downloads resume and land atomically: numerapi writes ``<dest>.temp`` and resumes it with an
-HTTP Range request; eraflow points it at ``OUT/.FILE.part``, checks the finished file (parquet
-footer, JSON) and renames it to ``OUT/FILE`` after an fsync, so ``OUT/FILE`` is always complete.
+HTTP Range request; eraflow points it at ``OUT/.FILE.part``, checks the finished file (every
+parquet page decoded, JSON parsed) and renames it to ``OUT/FILE`` after an fsync, so
+``OUT/FILE`` is always complete.
 ``OUT/.eraflow-download.json`` records what each file is (dataset name, round for live files).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import tempfile
@@ -52,10 +54,27 @@ DEFAULT_KEYS = ("train", "validation", "live", "features", "meta_model")
 OPTIONAL_FILES = frozenset({"train_benchmark_models.parquet"})  # fetched only where Numerai lists it
 ROUND_DEPENDENT = frozenset({"live.parquet", "live_benchmark_models.parquet"})  # new every round
 MANIFEST = ".eraflow-download.json"
+NUMERAPI_LOGGER = "numerapi"
+VERIFY_COLUMNS = 64  # columns decoded at once when checking a download: bounded memory, few calls
 
 
 class NumeraiError(EraflowError):
     """Numerai's API or the network failed; the message says during which step."""
+
+
+class RoundUncheckedError(NumeraiError):
+    """Numerai's file list or current round could not be fetched (network or API failure)."""
+
+
+@contextmanager
+def unchecked_round() -> Iterator[None]:
+    """Re-raise a NumeraiError inside the block as RoundUncheckedError."""
+    try:
+        yield
+    except RoundUncheckedError:
+        raise
+    except NumeraiError as exc:
+        raise RoundUncheckedError(str(exc)) from None
 
 
 # ---------------------------------------------------------------- credentials
@@ -84,7 +103,7 @@ def _missing_message(path: Path) -> str:
 
 
 def _credentials_from_env() -> Credentials | None:
-    public_id, secret = os.environ.get(ENV_PUBLIC_ID), os.environ.get(ENV_SECRET_KEY)
+    public_id, secret = (os.environ.get(name, "").strip() for name in (ENV_PUBLIC_ID, ENV_SECRET_KEY))
     if public_id and secret:
         return Credentials(public_id, secret, "environment")
     if public_id or secret:
@@ -104,7 +123,7 @@ def _credentials_from_file(path: Path) -> Credentials:
         raise InputError(f"cannot read {path} ({type(exc).__name__})") from None
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{path} is not valid TOML ({exc})") from None
-    public_id, secret = doc.get("public_id"), doc.get("secret_key")
+    public_id, secret = (v.strip() if isinstance(v, str) else v for v in (doc.get("public_id"), doc.get("secret_key")))
     if not (isinstance(public_id, str) and public_id and isinstance(secret, str) and secret):
         raise InputError(f"{path} must set public_id and secret_key (strings)")
     return Credentials(public_id, secret, str(path))
@@ -114,8 +133,9 @@ def load_credentials(config_path: str | Path | None = None, *, required: bool = 
     """Numerai API keys from ``NUMERAI_PUBLIC_ID``/``NUMERAI_SECRET_KEY``, else from a TOML file.
 
     The file (``credentials_path(config_path)``) holds ``public_id = "…"`` and
-    ``secret_key = "…"`` and must not be readable or writable by group or others. With nothing
-    configured: InputError naming both variables and the file, or None when not ``required``.
+    ``secret_key = "…"`` and must not be readable or writable by group or others. Surrounding
+    whitespace (a pasted trailing newline) is stripped from both keys. With nothing configured:
+    InputError naming both variables and the file, or None when not ``required``.
     """
     found = _credentials_from_env()
     if found is not None:
@@ -129,12 +149,32 @@ def load_credentials(config_path: str | Path | None = None, *, required: bool = 
 
 
 def numerai_client(credentials: Credentials | None, show_progress_bars: bool = False):
-    """A ``numerapi.NumerAPI`` client (anonymous when ``credentials`` is None); makes no request."""
+    """A ``numerapi.NumerAPI`` client (anonymous when ``credentials`` is None); makes no request.
+
+    numerapi's log lines are silenced (they can quote the request header, secret included) and
+    the root-logger handler its constructor installs with ``logging.basicConfig`` is removed.
+    """
     import numerapi
 
     keys = (credentials.public_id, credentials.secret_key) if credentials else (None, None)
-    return numerapi.NumerAPI(public_id=keys[0], secret_key=keys[1], verbosity="warning",
-                             show_progress_bars=show_progress_bars)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    silence_numerapi()
+    try:
+        return numerapi.NumerAPI(public_id=keys[0], secret_key=keys[1], verbosity="warning",
+                                 show_progress_bars=show_progress_bars)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def silence_numerapi() -> None:
+    """Drop numerapi's log records below CRITICAL: eraflow reports API failures itself, without the secret.
+
+    numerapi logs a failed request's exception text, which for a malformed header (a key with a
+    trailing newline) quotes ``Authorization: Token PUBLIC$SECRET``.
+    """
+    logging.getLogger(NUMERAPI_LOGGER).setLevel(logging.CRITICAL)
 
 
 # ---------------------------------------------------------------- API errors
@@ -152,6 +192,7 @@ def _scrub(client, text: str) -> str:
 @contextmanager
 def api_errors(client, action: str) -> Iterator[None]:
     """Turn numerapi's exceptions inside the block into one-line eraflow errors about ``action``."""
+    silence_numerapi()  # a client made outside numerai_client logs too
     try:
         yield
     except EraflowError:
@@ -256,14 +297,32 @@ def part_paths(out_dir: Path, file: str) -> tuple[Path, Path]:
     return part, part.with_name(part.name + ".temp")
 
 
-def check_download(path: Path, file: str, dataset: str) -> None:
-    """InputError unless ``path`` is a readable parquet footer (``.parquet``) or JSON (``.json``)."""
-    import pyarrow as pa
+def decode_parquet(path: Path, columns_at_once: int = VERIFY_COLUMNS) -> None:
+    """Decode every column chunk of every row group of ``path``; raises what pyarrow raises on damage.
+
+    Page checksums are verified where the writer stored them. Columns are decoded
+    ``columns_at_once`` per row group at a time, so memory stays at a slice of one row group.
+    """
     import pyarrow.parquet as pq
+
+    with pq.ParquetFile(path, page_checksum_verification=True) as parquet:
+        names = parquet.schema_arrow.names
+        for group in range(parquet.metadata.num_row_groups):
+            for start in range(0, len(names), columns_at_once):
+                parquet.read_row_group(group, columns=names[start:start + columns_at_once])
+
+
+def check_download(path: Path, file: str, dataset: str) -> None:
+    """InputError unless ``path`` is a parquet file whose every page decodes (``.parquet``) or JSON (``.json``).
+
+    A footer alone is not enough: a file with damaged middle bytes and an intact footer opens,
+    then fails (or makes polars panic) when its pages are read.
+    """
+    import pyarrow as pa
 
     try:
         if file.endswith(".parquet"):
-            pq.read_metadata(path)
+            decode_parquet(path)
         elif file.endswith(".json"):
             json.loads(path.read_bytes())
     except (pa.ArrowException, OSError, ValueError) as exc:
@@ -317,7 +376,8 @@ def download_datasets(client, out_dir: str | Path, version: str, keys: Sequence[
                       progress: Callable[[str], None] | None = None) -> list[Downloaded]:
     """Fetch the files of ``keys`` (see DATASET_FILES) of dataset ``version`` into ``out_dir``.
 
-    1. ``client.list_datasets()``; unknown version or key → InputError.
+    1. ``client.list_datasets()``; unknown version or key → InputError; no answer (network, outage)
+       while listing or asking for the round → RoundUncheckedError, before any file is touched.
     2. For each file: keep it when present (live files: only when downloaded in the current
        round, ``client.get_current_round()``); else ``fetch_file`` (resume, check, rename).
     3. ``progress(name)`` is called before each download. One download per directory at a time.
@@ -326,12 +386,12 @@ def download_datasets(client, out_dir: str | Path, version: str, keys: Sequence[
         >>> download_datasets(numerai_client(None), "data", "v5.2", ["train", "features"])
     """
     check_keys(keys)
-    with api_errors(client, "listing Numerai's datasets"):
+    with unchecked_round(), api_errors(client, "listing Numerai's datasets"):
         listing = list(client.list_datasets())
     files = wanted_files(listing, version, keys)
     round_num = None
     if ROUND_DEPENDENT.intersection(files):
-        with api_errors(client, "asking for the current round"):
+        with unchecked_round(), api_errors(client, "asking for the current round"):
             round_num = client.get_current_round()
     out_dir = Path(out_dir)
     try:

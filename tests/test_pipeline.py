@@ -142,6 +142,15 @@ def test_cli_prints_steps_report_and_headline_metrics(tmp_path):
     assert f"report: {tmp_path / 'work' / 'report' / 'report.html'}" in result.stdout
     assert any(line.split()[0] == "prediction" and "sharpe" in line for line in lines)
     assert load_pipeline(path).workdir == tmp_path / "work"
+    assert any(line.startswith("train target fold 1/2:") and "done at round" in line
+               for line in result.stderr.splitlines()), result.stderr
+
+
+def test_era_step_reaches_training(tmp_path):
+    path = write_pipeline(tmp_path, text=PIPELINE.replace("cv = 2", "cv = 2\nera_step = 2"))
+    run_pipeline(path)
+    meta = json.loads((tmp_path / "work" / "model" / "model.json").read_text())
+    assert meta["config"]["era_step"] == 2
 
 
 @pytest.mark.parametrize("name", ["demo.toml", "numerai_weekly.toml"])
@@ -205,3 +214,15 @@ def test_numerai_round_trip_downloads_trains_once_and_submits_each_round(tmp_pat
                                     "postprocess": "skipped", "live": "ran", "submit": "ran"}
     assert sorted(pd.read_csv(io.BytesIO(api.uploads[-1][2])).id) == sorted(
         pd.read_parquet(tmp_path / "round2" / "live.parquet").id)
+
+
+def test_a_workdir_of_the_earlier_state_format_runs_again_whole(tmp_path):
+    """Its fixed files predate eraflow's output marker: they are removed and every step re-runs."""
+    path = write_pipeline(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "pipeline.json").write_text(json.dumps({"data": "0f3a", "train": "9b1c"}))
+    pd.DataFrame({"id": ["a"], "prediction": [0.5]}).to_parquet(work / "live_predictions.parquet")
+    result = run_pipeline(path)
+    assert statuses(result) == dict.fromkeys(ALL_STEPS, "ran")
+    assert len(pd.read_parquet(work / "live_predictions.parquet")) > 1
