@@ -7,7 +7,7 @@ import click
 from eraflow.engine.errors import InputError
 from eraflow.kernels.backend import resolve_backend
 
-from .data import print_json, json_option
+from .options import json_option, print_json
 
 
 @click.group()

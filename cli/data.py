@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import shlex
-import sys
 from pathlib import Path
 
 import click
@@ -14,31 +11,8 @@ from rich.table import Table
 from eraflow.engine import IngestOptions, SynthSpec, build_store, open_store, plan_ingest, store_info, write_synthetic
 from eraflow.engine.errors import InputError
 
+from .options import csv_list, human_size, json_option, print_json, quiet_option
 from .progress import row_progress
-
-quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-
-
-def csv_list(value: str | None) -> list[str] | None:
-    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
-
-
-def command_line() -> str:
-    """The command as typed, for the ledger."""
-    return shlex.join(["eraflow", *sys.argv[1:]])
-
-
-def print_json(obj) -> None:
-    click.echo(json.dumps(obj, indent=1))
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1024
-    return ""
 
 
 @click.command()
@@ -71,7 +45,7 @@ def synth(out_dir, eras, rows_per_era, features, targets, validation_eras, seed,
         print_json({k: v for k, v in record.items() if k != "oracle_corr"})
         return
     for name in record["files"]:
-        click.echo(f"{out_dir / name}  {_size((out_dir / name).stat().st_size)}")
+        click.echo(f"{out_dir / name}  {human_size((out_dir / name).stat().st_size)}")
     rows = record["rows"]
     click.echo(f"rows: train {rows['train']:,}, validation {rows['validation']:,}, live {rows['live']:,}; "
                f"oracle per-era corr {record['oracle_corr_mean']:.4f} "
@@ -152,7 +126,7 @@ def info(store, as_json):
         return
     eras = summary["eras"]
     console = Console(highlight=False)
-    console.print(f"[bold]{summary['path']}[/bold]  {_size(summary['bytes_on_disk'])} on disk")
+    console.print(f"[bold]{summary['path']}[/bold]  {human_size(summary['bytes_on_disk'])} on disk")
     console.print(f"rows      {summary['rows']:,}")
     console.print(f"eras      {eras['count']} ({eras['first']} … {eras['last']}); rows per era "
                   f"min {eras['rows_min']:,} / median {eras['rows_median']:,.0f} / max {eras['rows_max']:,}")

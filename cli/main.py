@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from eraflow.engine.errors import EraflowError
+from eraflow.engine.errors import EraflowError, first_line
 from eraflow.engine.version import eraflow_version
 
 # name → (module, attribute, short help shown by `eraflow --help`), in the order of the journey
@@ -44,11 +44,6 @@ LIBRARY_ERRORS = ("polars", "pyarrow", "lightgbm", "duckdb")
 def _fail(message: str, status: int):
     click.echo(f"error: {message}", err=True)
     sys.exit(status)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def _set_threads(_ctx, _param, value):
@@ -117,14 +112,14 @@ class EraflowGroup(click.Group):
             _fail("interrupted", 130)
         except Exception as exc:
             if type(exc).__module__.split(".")[0] in LIBRARY_ERRORS and not os.environ.get("ERAFLOW_DEBUG"):
-                _fail(f"{type(exc).__name__}: {_first_line(exc)} (a damaged or unexpected input?)", 2)
+                _fail(f"{type(exc).__name__}: {first_line(exc)} (a damaged or unexpected input?)", 2)
             if os.environ.get("ERAFLOW_DEBUG"):
                 raise
-            _fail(f"internal error: {type(exc).__name__}: {_first_line(exc)} (set ERAFLOW_DEBUG=1 for the traceback)", 1)
+            _fail(f"internal error: {type(exc).__name__}: {first_line(exc)} (set ERAFLOW_DEBUG=1 for the traceback)", 1)
         except BaseException as exc:  # Rust panics from polars (pyo3 PanicException) derive from BaseException
             if type(exc).__name__ != "PanicException" or os.environ.get("ERAFLOW_DEBUG"):
                 raise
-            _fail(f"a reader failed on the data ({_first_line(exc)}); the input file may be damaged", 2)
+            _fail(f"a reader failed on the data ({first_line(exc)}); the input file may be damaged", 2)
         finally:
             logger.removeHandler(handler)
 

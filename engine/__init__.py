@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "EraflowError": "errors", "InputError": "errors", "LockedError": "errors", "StoreError": "errors",
+    "EraflowError": "errors", "InputError": "errors", "LockedError": "errors", "OutputError": "errors",
+    "StoreError": "errors",
     "store_info": "info",
     "IngestOptions": "ingest", "IngestPlan": "ingest", "IngestResult": "ingest", "build_store": "ingest",
     "ingest_files": "ingest", "plan_ingest": "ingest",

@@ -114,3 +114,15 @@ def test_library_warnings_print_as_warning_lines(monkeypatch, store_path):
     result = CliRunner().invoke(cli, ["info", str(store_path)])
     assert result.exit_code == 0
     assert result.stderr.splitlines() == ["warning: the cache was rebuilt"]
+
+
+def test_compiled_kernels_are_reused_by_the_next_process(tmp_path):
+    """numba writes compiled kernels to a cache (NUMBA_CACHE_DIR here; in-tree or ~/.cache/numba
+    otherwise): a second process loads them instead of compiling."""
+    code = ("import numpy as np\nfrom eraflow.engine import codes\ncodes.to_codes(np.zeros((2, 2)))\n"
+            "s = codes._codes_from_numbers.stats\nprint(sum(s.cache_hits.values()), sum(s.cache_misses.values()))")
+    env = {**__import__("os").environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+            for _ in range(2)]
+    first, second = (tuple(map(int, r.stdout.split())) for r in runs)
+    assert first == (0, 1) and second == (1, 0)
