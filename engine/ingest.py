@@ -205,6 +205,10 @@ def plan_ingest(paths: Sequence[str | Path], options: IngestOptions = IngestOpti
         raise InputError("a feature is listed twice")
     _check_columns(sources, features, "feature", every_source=options.features is None and options.feature_set is None)
     targets = _choose_targets(sources[0], options.targets)
+    taken = [t for t in targets if t in (ERA_COLUMN, sources[0].id_column) or t in set(features)]
+    if taken:
+        raise InputError(f"--targets selects {', '.join(taken)}, which {'is' if len(taken) == 1 else 'are'} the era, "
+                         "id or feature column(s), not targets; name the target columns")
     _check_columns(sources, targets, "target", every_source=False)
     for src in sources:
         for name in features:

@@ -342,6 +342,13 @@ def test_target_pattern_that_matches_nothing_names_the_targets(tmp_path):
     assert open_store(tmp_path / "store").target_names == []
 
 
+def test_era_id_or_feature_columns_are_not_targets(tmp_path):
+    src = write_parquet(tmp_path / "train.parquet", with_targets(tiny_frame(), ["target"]))
+    for pattern in ("era", "id", "feature_0", "*"):
+        with pytest.raises(InputError, match="the era, id or feature column"):
+            plan_ingest([src], IngestOptions(targets=(pattern,)))
+
+
 def test_default_target_pattern_may_match_nothing(tmp_path):
     src = write_parquet(tmp_path / "live.parquet", with_targets(tiny_frame(), []))
     assert plan_ingest([src]).target_names == []
