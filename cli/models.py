@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from eraflow.engine import open_store
-from eraflow.engine.ledger import append_run
+from eraflow.engine.ledger import record_run
 from eraflow.engine.outputs import check_output_dir, check_output_file
 from eraflow.engine.params import DEVICES, load_params
 from eraflow.engine.predict import ENSEMBLE, load_model, predict_table
@@ -65,9 +65,7 @@ def train(store_path, output, targets, feature_set, features, params_spec, cv, e
     with train_progress(quiet) as status:
         result = train_models(store, output, config, command, status=status)
     run = training_run(result, store, config, command)
-    ledger_file, warning = append_run(run, ledger)
-    if warning:
-        click.echo(f"warning: {warning}", err=True)
+    ledger_file = record_run(run, ledger)
     report = {"model_dir": str(result.model_dir), "run_id": run.run_id, "ledger": str(ledger_file),
               "targets": result.targets, "device": result.device,
               "rounds": result.rounds, "cv": {t: r["overall"] for t, r in result.cv.items()}, "valid": result.valid,

@@ -14,7 +14,7 @@ from rich.table import Table
 from eraflow.engine import open_store
 from eraflow.engine.atomic import atomic_write_parquet
 from eraflow.engine.evaluate import EvaluateOptions, evaluate_predictions, evaluation_run
-from eraflow.engine.ledger import append_run
+from eraflow.engine.ledger import record_run
 from eraflow.engine.outputs import check_output_dir, check_output_file
 from eraflow.engine.predict import load_model
 from eraflow.engine.predictions import align_predictions, write_predictions
@@ -176,9 +176,7 @@ def evaluate(preds, store_path, output, target, feature_set, meta_model, meta_co
     model = load_model(model_dir) if model_dir else None
     paths = write_report(result, output, store, model)
     run = evaluation_run(result, store, options, command_line(), {**paths, "predictions": str(preds.resolve())})
-    ledger_file, warning = append_run(run, ledger)
-    if warning:
-        click.echo(f"warning: {warning}", err=True)
+    ledger_file = record_run(run, ledger)
     summary = result.summary()
     if as_json:
         print_json({"report": paths["report"], "run_id": run.run_id, "ledger": str(ledger_file), "summary": summary})

@@ -107,10 +107,11 @@ def replace_dir(new: Path, target: Path) -> None:
     fsync_path(target.parent)
 
 
-def _writer_pid(tmp_name: str, prefix: str) -> int | None:
+def writer_pid(tmp_name: str) -> int | None:
     """The pid in a temporary's name ``<name>.tmp-<pid>-<hex>``; None when it has no such form."""
-    pid, _, token = tmp_name[len(prefix):].partition("-")
-    return int(pid) if pid.isdigit() and int(pid) > 0 and token else None
+    _, mark, rest = tmp_name.rpartition(TMP_MARK)
+    pid, _, token = rest.partition("-")
+    return int(pid) if mark and pid.isdigit() and int(pid) > 0 and token else None
 
 
 def process_alive(pid: int) -> bool:
@@ -137,7 +138,7 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
         return []
     removed = []
     for name in names:
-        pid = _writer_pid(name, prefix)
+        pid = writer_pid(name)
         if pid is None or (pid != os.getpid() and process_alive(pid)):
             continue
         p = path.parent / name

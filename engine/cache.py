@@ -22,7 +22,6 @@ import errno
 import hashlib
 import json
 import os
-import re
 import shlex
 import sys
 import time
@@ -30,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from .atomic import TMP_MARK, atomic_write_json, atomic_writer_path, process_alive
+from .atomic import atomic_write_json, atomic_writer_path, process_alive, writer_pid
 from .notices import warn
 from .store import EraStore
 
@@ -45,7 +44,6 @@ BUDGET_FACTOR = 2
 BUDGET_FLOOR = 64 << 20
 READ_ONLY = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 RECORD_GRACE_SECONDS = 60  # a record is written just before its binary: younger lone records are in use
-_TMP_PID = re.compile(re.escape(TMP_MARK) + r"(\d+)-")
 _fallback_warned: set[Path] = set()
 
 
@@ -280,10 +278,10 @@ def leftovers(directory: Path) -> list[Path]:
     """Temporaries of writers that have ended (killed mid-write) and records without a binary."""
     found = []
     for p in sorted(directory.glob(f"{PREFIX}*")):
-        match = _TMP_PID.search(p.name)
-        if match and not process_alive(int(match.group(1))):
+        pid = writer_pid(p.name)
+        if pid is not None and not process_alive(pid):
             found.append(p)
-        elif (not match and p.suffix == RECORD and not p.with_suffix(BINARY).exists()
+        elif (pid is None and p.suffix == RECORD and not p.with_suffix(BINARY).exists()
               and time.time() - p.stat().st_mtime > RECORD_GRACE_SECONDS):
             found.append(p)
     return found

@@ -124,6 +124,14 @@ def append_run(run: Run, path: str | Path | None = None, timeout: float = WRITE_
     return path, f"run {run.run_id} could not be recorded anywhere: {tried}"
 
 
+def record_run(run: Run, path: str | Path | None = None) -> Path:
+    """:func:`append_run`, the warning (where the run went instead) told to the user; returns the file."""
+    file, warning = append_run(run, path)
+    if warning:
+        warn(warning)
+    return file
+
+
 def _reason(exc: BaseException) -> str:
     """The first line of an error, short enough for a one-line warning."""
     return first_line(exc)[:REASON_CHARS]

@@ -33,7 +33,7 @@ from .predict import (
     prediction_column,
     with_aliases,
 )
-from .scoring import neutralize_columns
+from .scoring import check_proportion, neutralize_columns
 from .store import EraStore, open_store
 from .submission import validate_submission
 
@@ -74,8 +74,8 @@ def check_postprocess(model: TrainedModel, post: Postprocess) -> Postprocess:
     """``post`` when it fits the model: one of its outputs, a proportion in [0, 1]; else InputError."""
     if post.column not in model_outputs(model):
         raise InputError(f"the model has no output {post.column!r}; it has {', '.join(model_outputs(model))}")
-    if post.proportion is not None and not 0 <= post.proportion <= 1:
-        raise InputError(f"neutralization proportion must lie in [0, 1], got {post.proportion}")
+    if post.proportion is not None:
+        check_proportion(post.proportion)
     if post.features is not None and not post.features:
         raise InputError("the neutralization feature list is empty; give at least one feature")
     return post

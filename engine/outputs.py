@@ -248,12 +248,7 @@ def check_output_dir(path: str | Path, kind: str, inputs: Iterable = ()) -> Path
     if out == cwd or out in cwd.parents:
         raise OutputError(f"{path} is the current directory or one above it; write the {_label(kind)} to a new "
                           f"directory such as {path / kind}")
-    _check_inputs(path, kind, inputs)
-    _check_not_inside_output(path, kind)
-    check_replaceable(path, kind)
-    _check_folder(path, create=True)
-    remove_stale_temporaries(path)
-    return path
+    return _checked(path, kind, inputs, create_folder=True)
 
 
 def check_output_file(path: str | Path, kind: str, inputs: Iterable = ()) -> Path:
@@ -264,11 +259,15 @@ def check_output_file(path: str | Path, kind: str, inputs: Iterable = ()) -> Pat
 
     Example: ``check_output_file("preds.parquet", "predictions", inputs=[model_dir, store_path])``
     """
-    path = Path(path)
+    return _checked(Path(path), kind, inputs, create_folder=False)
+
+
+def _checked(path: Path, kind: str, inputs: Iterable, create_folder: bool) -> Path:
+    """The checks every output gets, then its dead writers' temporaries removed; returns ``path``."""
     _check_inputs(path, kind, inputs)
     _check_not_inside_output(path, kind)
     check_replaceable(path, kind)
-    _check_folder(path, create=False)
+    _check_folder(path, create=create_folder)
     remove_stale_temporaries(path)
     return path
 

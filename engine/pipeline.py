@@ -32,7 +32,7 @@ from .atomic import atomic_write_json
 from .errors import InputError
 from .evaluate import EvaluateOptions, evaluate_predictions, evaluation_run
 from .ingest import IngestOptions, Progress, ingest_files
-from .ledger import append_run
+from .ledger import record_run
 from .notices import warn
 from .numerai import (DEFAULT_KEYS, NumeraiError, RoundUncheckedError, download_datasets, load_credentials,
                       numerai_client, read_manifest, submit_predictions)
@@ -441,7 +441,7 @@ def _train(pipe: Pipeline, store_dir: Path, model_dir: Path, params: dict, comma
                          era_step=train.get("era_step", 1))
     store = open_store(store_dir)
     result = train_models(store, model_dir, config, command, progress, status)
-    _record(training_run(result, store, config, command), ledger)
+    record_run(training_run(result, store, config, command), ledger)
 
 
 def _postprocess(pipe: Pipeline, store_dir: Path, model_dir: Path) -> None:
@@ -453,13 +453,6 @@ def _postprocess(pipe: Pipeline, store_dir: Path, model_dir: Path) -> None:
         features = tuple(store.select(feature_set=post["feature_set"]).feature_names)
     column = post.get("column", default_column(model))
     set_postprocess(model_dir, Postprocess(column, post.get("neutralize"), features))
-
-
-def _record(run, ledger) -> None:
-    """Append a run to the ledger; where it went instead, if anywhere else, is a warning."""
-    _, warning = append_run(run, ledger)
-    if warning:
-        warn(warning)
 
 
 def _validation_predictions(store_dir: Path, model_dir: Path, eras: str, out: Path) -> None:
@@ -477,7 +470,7 @@ def _evaluate(pipe: Pipeline, store_dir: Path, model_dir: Path, preds: Path, rep
                               meta_model=meta_model, benchmark=benchmark)
     result = evaluate_predictions(store, preds, options, progress=progress)
     paths = write_report(result, report_dir, store, load_model(model_dir))
-    _record(evaluation_run(result, store, options, command, {**paths, "predictions": str(preds.resolve())}), ledger)
+    record_run(evaluation_run(result, store, options, command, {**paths, "predictions": str(preds.resolve())}), ledger)
 
 
 def _submit(pipe: Pipeline, live_path: Path, live_source: Path, client_factory: Callable | None,

@@ -411,7 +411,8 @@ def train_models(store: EraStore, out_dir: str | Path, config: TrainConfig, comm
     tmp = atomic_writer_path(out_dir)
     tmp.mkdir(parents=True)
     cv_report, valid_report, rounds_used, oof_columns, valid_fits = {}, {}, {}, {}, {}
-    era_record: dict[str, dict[str, list[str]]] = {"train": {}, "stopping": {}}
+    train_labels: dict[str, list[str]] = {}  # eras each target's final model trained on, and stopped early on
+    stopping_labels: dict[str, list[str]] = {}
     try:
         for target in targets:
             t_col = store.target_names.index(target)
@@ -419,8 +420,8 @@ def train_models(store: EraStore, out_dir: str | Path, config: TrainConfig, comm
             train, valid = _split_eras(store, config, t_col, embargo)
             if train.size == 0:
                 raise InputError(f"no training eras with {target} values left; check --train-eras/--valid-eras")
-            era_record["train"][target] = [store.eras[k] for k in train]
-            era_record["stopping"][target] = [] if valid is None else [store.eras[k] for k in valid]
+            train_labels[target] = [store.eras[k] for k in train]
+            stopping_labels[target] = [] if valid is None else [store.eras[k] for k in valid]
             rounds = max_rounds
             if config.cv:
                 oof_columns[target], cv_report[target], rounds = _cross_validate(
@@ -443,7 +444,7 @@ def train_models(store: EraStore, out_dir: str | Path, config: TrainConfig, comm
                 "params": {**params, "n_estimators": max_rounds},
                 "rounds": rounds_used, "device": device, "store": str(store.path.resolve()),
                 "store_fingerprint": store.fingerprint, "config": {**asdict(config), "params": None},
-                "train_eras": era_record["train"], "stopping_eras": era_record["stopping"],
+                "train_eras": train_labels, "stopping_eras": stopping_labels,
                 "cv": cv_report, "valid": valid_report, "ensemble": ensemble, "ensemble_weights": weights,
                 "command": command, "eraflow_version": eraflow_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         (tmp / MODEL_JSON).write_text(json.dumps(meta, indent=1, default=float))

@@ -37,6 +37,15 @@ def store_path(synth_dir, tmp_path_factory) -> Path:
     return store
 
 
+def synthetic_store(out: Path, spec: SynthSpec):
+    """Synthetic train + validation files written into ``out`` and ingested into ``out/store``."""
+    from eraflow.engine import open_store
+
+    write_synthetic(out, spec)
+    return open_store(ingest_files([out / "train.parquet", out / "validation.parquet"], out / "store",
+                                   IngestOptions(features_json=out / "features.json", feature_set="all")).store)
+
+
 def write_parquet(path: Path, columns: dict, row_group_size: int | None = None) -> Path:
     pq.write_table(pa.table(columns), path, row_group_size=row_group_size)
     return path

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from eraflow.engine import EraflowError, IngestOptions, ingest, ingest_files, open_store, readers
+from eraflow.engine import IngestOptions, ingest, ingest_files, open_store, readers
 from eraflow.engine.readers import _column_groups, _row_spans
 from eraflow.engine.sources import inspect_source
 

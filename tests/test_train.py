@@ -13,13 +13,14 @@ from click.testing import CliRunner
 from scipy.stats import rankdata
 
 from eraflow.cli import cli
-from eraflow.engine import IngestOptions, InputError, SynthSpec, ingest_files, open_store, write_synthetic
-from eraflow.engine import lgb_data
+from eraflow.engine import InputError, SynthSpec, ingest_files, lgb_data, open_store, write_synthetic
 from eraflow.engine.params import load_params
 from eraflow.engine.predict import load_model, predict_table
 from eraflow.engine.predictions import align_predictions
 from eraflow.engine.scoring import score_aligned
 from eraflow.engine.train import TrainConfig, train_models
+
+from .conftest import synthetic_store
 
 FAST = {**load_params("starter"), "n_estimators": 60, "learning_rate": 0.1, "colsample_bytree": 0.5,
         "deterministic": True, "force_row_wise": True, "num_threads": 2}
@@ -53,10 +54,8 @@ def test_model_learns_the_planted_signal_and_cv_predicts_held_out(tmp_path):
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    out = tmp_path_factory.mktemp("train")
-    write_synthetic(out, SynthSpec(eras=40, rows_per_era=150, features=20, validation_eras=10, seed=4))
-    return open_store(ingest_files([out / "train.parquet", out / "validation.parquet"], out / "store",
-                                   IngestOptions(features_json=out / "features.json", feature_set="all")).store)
+    return synthetic_store(tmp_path_factory.mktemp("train"),
+                           SynthSpec(eras=40, rows_per_era=150, features=20, validation_eras=10, seed=4))
 
 
 def test_model_directory_holds_models_meta_and_oof(store, tmp_path):

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from scipy.stats import rankdata
 
 from eraflow.cli import cli
-from eraflow.engine import IngestOptions, InputError, SynthSpec, ingest_files, open_store, threads, write_synthetic
+from eraflow.engine import InputError, SynthSpec, threads
 from eraflow.engine import train as train_module
 from eraflow.engine.model_files import check_model_text
 from eraflow.engine.params import load_params
@@ -26,16 +26,16 @@ from eraflow.engine.predict import load_model, predict_table
 from eraflow.engine.train import TrainConfig, cv_splits, train_models
 from eraflow.kernels import numerai_corr
 
+from .conftest import synthetic_store
+
 FAST = {**load_params("starter"), "n_estimators": 30, "learning_rate": 0.1, "num_leaves": 4, "colsample_bytree": 0.5,
         "deterministic": True, "force_row_wise": True, "num_threads": 1}
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ux")
-    write_synthetic(out, SynthSpec(eras=40, rows_per_era=80, features=20, validation_eras=10, seed=3))
-    return open_store(ingest_files([out / "train.parquet", out / "validation.parquet"], out / "store",
-                                   IngestOptions(features_json=out / "features.json", feature_set="all")).store)
+    return synthetic_store(tmp_path_factory.mktemp("ux"),
+                           SynthSpec(eras=40, rows_per_era=80, features=20, validation_eras=10, seed=3))
 
 
 @pytest.fixture(scope="module")
