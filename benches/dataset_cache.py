@@ -15,9 +15,10 @@ import time
 import lightgbm as lgb
 import numpy as np
 
-from eraflow.engine import cache, open_store
-from eraflow.engine.lgb_data import store_dataset
-from eraflow.engine.params import load_params
+from eraflow.engine import open_store
+from eraflow.engine.data import cache
+from eraflow.engine.models.lgb_data import store_dataset
+from eraflow.engine.models.params import load_params
 
 
 def best_of(repeat: int, fn) -> float:

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from numerai_tools import scoring as nt
 
 from eraflow.engine import open_store
-from eraflow.engine.evaluate import EvaluateOptions, evaluate_predictions
+from eraflow.engine.evaluation.evaluate import EvaluateOptions, evaluate_predictions
 
 
 def numerai_tools_era(x: np.ndarray, t: np.ndarray, features: pd.DataFrame, neutral: list[str],

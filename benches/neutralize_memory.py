@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from eraflow.engine import open_store
-from eraflow.engine.scoring import BATCH_BYTES
+from eraflow.engine.evaluation.scoring import BATCH_BYTES
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ingest_memory import measure  # noqa: E402

@@ -22,8 +22,8 @@ from pathlib import Path
 CHILD = r"""
 import json, sys, time, numpy as np, lightgbm as lgb
 from eraflow.engine import open_store
-from eraflow.engine.lgb_data import store_dataset
-from eraflow.engine.params import BASE
+from eraflow.engine.models.lgb_data import store_dataset
+from eraflow.engine.models.params import BASE
 store = open_store(sys.argv[2])
 y = np.nan_to_num(store.targets[:, 0], nan=0.5)
 params = {**BASE, "num_threads": 2}

@@ -22,11 +22,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from eraflow.engine import SynthSpec, ingest_files, open_store, write_synthetic
-from eraflow.engine.params import load_params
-from eraflow.engine.predict import load_model, predict_table
-from eraflow.engine.predictions import align_predictions
-from eraflow.engine.scoring import score_aligned
-from eraflow.engine.train import TrainConfig, train_models
+from eraflow.engine.evaluation.predictions import align_predictions
+from eraflow.engine.evaluation.scoring import score_aligned
+from eraflow.engine.models.params import load_params
+from eraflow.engine.models.predict import load_model, predict_table
+from eraflow.engine.models.train import TrainConfig, train_models
 
 PARAMS = {**load_params("starter"), "n_estimators": 1000, "learning_rate": 0.02, "max_depth": 2, "num_leaves": 4,
           "colsample_bytree": 0.5}

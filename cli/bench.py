@@ -45,7 +45,7 @@ def kernels(eras, rows, features, cols, repeats, baseline_eras, only, backend, a
       eraflow bench kernels --backend cupy --cols 10
     """
     try:
-        from eraflow.engine.kernel_bench import KERNELS, BenchSize, run_kernel_bench
+        from eraflow.engine.evaluation.kernel_bench import KERNELS, BenchSize, run_kernel_bench
     except ImportError as exc:
         raise InputError(f"eraflow bench needs the dev extra ({exc.name} is missing): pip install 'eraflow[dev]'") from None
     if min(eras, rows, features, cols, repeats, baseline_eras) < 1:

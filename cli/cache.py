@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from eraflow.engine.cache import (
+from eraflow.engine.data.cache import (
     CacheEntry,
     budget_bytes,
     cache_dirs,
@@ -16,8 +16,8 @@ from eraflow.engine.cache import (
     plan_clean,
     store_entries,
 )
+from eraflow.engine.data.store import open_store
 from eraflow.engine.errors import InputError
-from eraflow.engine.store import open_store
 
 from .options import human_size, json_option, print_json
 

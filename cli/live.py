@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
-from eraflow.engine.export import export_model
-from eraflow.engine.live import (
+from eraflow.engine.models.predict import load_model
+from eraflow.engine.numerai.export import export_model
+from eraflow.engine.numerai.live import (
     feature_set_names,
     live_predictions,
     override_postprocess,
@@ -15,7 +16,6 @@ from eraflow.engine.live import (
     write_submission,
 )
 from eraflow.engine.outputs import check_output_file
-from eraflow.engine.predict import load_model
 
 from .options import json_option, print_json
 

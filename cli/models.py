@@ -7,12 +7,12 @@ from pathlib import Path
 import click
 
 from eraflow.engine import open_store
-from eraflow.engine.ledger import record_run
+from eraflow.engine.evaluation.ledger import record_run
+from eraflow.engine.evaluation.predictions import write_predictions
+from eraflow.engine.models.params import DEVICES, load_params
+from eraflow.engine.models.predict import ENSEMBLE, load_model, predict_table
+from eraflow.engine.models.train import TrainConfig, train_models, training_run
 from eraflow.engine.outputs import check_output_dir, check_output_file
-from eraflow.engine.params import DEVICES, load_params
-from eraflow.engine.predict import ENSEMBLE, load_model, predict_table
-from eraflow.engine.predictions import write_predictions
-from eraflow.engine.train import TrainConfig, train_models, training_run
 
 from .options import command_line, csv_list, json_option, print_json, quiet_option
 from .progress import train_progress

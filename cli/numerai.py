@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from eraflow.engine.numerai import (
+from eraflow.engine.numerai.numerai import (
     DATASET_FILES,
     DEFAULT_KEYS,
     download_datasets,
@@ -15,7 +15,7 @@ from eraflow.engine.numerai import (
     numerai_client,
     submit_predictions,
 )
-from eraflow.engine.submission import read_live_ids
+from eraflow.engine.numerai.submission import read_live_ids
 
 from .options import csv_list, human_size, json_option, print_json, quiet_option
 

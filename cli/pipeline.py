@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from eraflow.engine.pipeline import run_pipeline
+from eraflow.engine.numerai.pipeline import run_pipeline
 
 from . import numerai
 from .options import json_option, print_json

@@ -66,7 +66,7 @@ def _corr(status) -> str:
 
 
 def train_line(status) -> str:
-    """One log line for a :class:`~eraflow.engine.train.TrainStatus`."""
+    """One log line for a :class:`~eraflow.engine.models.train.TrainStatus`."""
     head = f"train {status.target} {status.model}:"
     if status.event == "start":
         stopping = f", early stopping on {status.stop_eras} eras" if status.stop_eras else ""

@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from eraflow.engine.ledger import compare_runs, list_runs, show_run
+from eraflow.engine.evaluation.ledger import compare_runs, list_runs, show_run
 from eraflow.engine.outputs import check_output_file
 
 from .options import json_option, print_json
@@ -118,7 +118,7 @@ def compare_command(run_ids, plot, ledger, as_json):
     Example:
       eraflow runs compare 20261121-093000-1a2b3c 20261121-101500-4d5e6f --plot compare.png
     """
-    from eraflow.engine.report import plot_runs_cumulative
+    from eraflow.engine.evaluation.report import plot_runs_cumulative
 
     check_output_file(plot, "plot")
     comparison = compare_runs(list(run_ids), ledger)

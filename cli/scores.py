@@ -13,13 +13,13 @@ from rich.table import Table
 
 from eraflow.engine import open_store
 from eraflow.engine.atomic import atomic_write_parquet
-from eraflow.engine.evaluate import EvaluateOptions, evaluate_predictions, evaluation_run
-from eraflow.engine.ledger import record_run
+from eraflow.engine.evaluation.evaluate import EvaluateOptions, evaluate_predictions, evaluation_run
+from eraflow.engine.evaluation.ledger import record_run
+from eraflow.engine.evaluation.predictions import align_predictions, write_predictions
+from eraflow.engine.evaluation.report import write_report
+from eraflow.engine.evaluation.scoring import meta_model_values, neutralize_aligned, score_aligned
+from eraflow.engine.models.predict import load_model
 from eraflow.engine.outputs import check_output_dir, check_output_file
-from eraflow.engine.predict import load_model
-from eraflow.engine.predictions import align_predictions, write_predictions
-from eraflow.engine.report import write_report
-from eraflow.engine.scoring import meta_model_values, neutralize_aligned, score_aligned
 
 from .options import command_line, csv_list, json_option, print_json
 from .progress import row_progress

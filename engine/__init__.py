@@ -11,12 +11,12 @@ import importlib
 _EXPORTS = {
     "EraflowError": "errors", "InputError": "errors", "LockedError": "errors", "OutputError": "errors",
     "StoreError": "errors",
-    "store_info": "info",
-    "IngestOptions": "ingest", "IngestPlan": "ingest", "IngestResult": "ingest", "build_store": "ingest",
-    "ingest_files": "ingest", "plan_ingest": "ingest",
-    "EraStore": "store", "StoreView": "store", "open_store": "store",
-    "SynthSpec": "synth", "write_synthetic": "synth",
-    "EraLGBMRegressor": "estimator",
+    "store_info": "data.info",
+    "IngestOptions": "data.ingest", "IngestPlan": "data.ingest", "IngestResult": "data.ingest", "build_store": "data.ingest",
+    "ingest_files": "data.ingest", "plan_ingest": "data.ingest",
+    "EraStore": "data.store", "StoreView": "data.store", "open_store": "data.store",
+    "SynthSpec": "data.synth", "write_synthetic": "data.synth",
+    "EraLGBMRegressor": "models.estimator",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -6,8 +6,15 @@ matches numerai-tools 0.7.2 applied era by era; NumPy arrays in, NumPy arrays ou
 
 from .backend import BACKENDS, gpu_available, resolve_backend
 from .correlation import correlation_contribution, numerai_corr, pearson, spearman
-from .neutralization import (FeatureExposure, NeutralScores, feature_exposure, feature_neutral_corr,
-                             neutral_correlation, neutral_scores, neutralize)
+from .neutralization import (
+                             FeatureExposure,
+                             NeutralScores,
+                             feature_exposure,
+                             feature_neutral_corr,
+                             neutral_correlation,
+                             neutral_scores,
+                             neutralize,
+)
 from .ranking import gaussianize, power, rank
 from .summary import EraSummary, era_summary
 

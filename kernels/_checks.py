@@ -12,7 +12,7 @@ import numpy as np
 from eraflow.engine.errors import InputError
 
 RANK_METHODS = ("average", "first")
-MISSING_CODE = -1  # int8 code of a missing feature value in an EraStore (eraflow.engine.store.MISSING)
+MISSING_CODE = -1  # int8 code of a missing feature value in an EraStore (eraflow.engine.data.store.MISSING)
 
 
 def columns(values, name: str) -> tuple[np.ndarray, bool]:

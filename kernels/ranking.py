@@ -7,9 +7,8 @@ import numpy as np
 from . import _numba_scores
 from ._checks import columns, era_offsets, rank_method, row_dtype, shaped
 from ._eras import map_rows
-from ._xp_scores import gaussian_block
+from ._xp_scores import gaussian_block, rank_block
 from ._xp_scores import power as _power
-from ._xp_scores import rank_block
 from .backend import array_namespace, resolve_backend
 
 

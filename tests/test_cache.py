@@ -16,9 +16,11 @@ import pytest
 from click.testing import CliRunner
 
 from eraflow.cli import cli
-from eraflow.engine import cache, lgb_data, open_store
-from eraflow.engine.params import load_params
-from eraflow.engine.train import TrainConfig, train_models
+from eraflow.engine import open_store
+from eraflow.engine.data import cache
+from eraflow.engine.models import lgb_data
+from eraflow.engine.models.params import load_params
+from eraflow.engine.models.train import TrainConfig, train_models
 
 PARAMS = {**load_params("starter"), "n_estimators": 30, "learning_rate": 0.1, "colsample_bytree": 0.5,
           "deterministic": True, "force_row_wise": True, "num_threads": 1}

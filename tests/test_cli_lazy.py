@@ -119,7 +119,7 @@ def test_library_warnings_print_as_warning_lines(monkeypatch, store_path):
 def test_compiled_kernels_are_reused_by_the_next_process(tmp_path):
     """numba writes compiled kernels to a cache (NUMBA_CACHE_DIR here; in-tree or ~/.cache/numba
     otherwise): a second process loads them instead of compiling."""
-    code = ("import numpy as np\nfrom eraflow.engine import codes\ncodes.to_codes(np.zeros((2, 2)))\n"
+    code = ("import numpy as np\nfrom eraflow.engine.data import codes\ncodes.to_codes(np.zeros((2, 2)))\n"
             "s = codes._codes_from_numbers.stats\nprint(sum(s.cache_hits.values()), sum(s.cache_misses.values()))")
     env = {**__import__("os").environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
     runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eraflow.engine import InputError
-from eraflow.engine.cv import default_embargo, era_splits
+from eraflow.engine.models.cv import default_embargo, era_splits
 
 ERAS = [f"{k:04d}" for k in range(1, 121)]
 

@@ -13,13 +13,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from numerai_tools import scoring as nt
+
 from eraflow.cli import cli
 from eraflow.engine import open_store
-from eraflow.engine.evaluate import EvaluateOptions, evaluate_predictions
-from eraflow.engine.ledger import show_run
-from eraflow.engine.metrics import score_summary
-from eraflow.engine.report import PLOTS
-from numerai_tools import scoring as nt
+from eraflow.engine.evaluation.evaluate import EvaluateOptions, evaluate_predictions
+from eraflow.engine.evaluation.ledger import show_run
+from eraflow.engine.evaluation.metrics import score_summary
+from eraflow.engine.evaluation.report import PLOTS
 
 
 @pytest.fixture
@@ -101,8 +102,8 @@ def test_report_files_decode_and_the_run_is_recorded(store_path, synth_dir, pred
 
 
 def test_model_plots_and_era_range(store_path, preds_file, tmp_path):
-    from eraflow.engine.params import load_params
-    from eraflow.engine.train import TrainConfig, train_models
+    from eraflow.engine.models.params import load_params
+    from eraflow.engine.models.train import TrainConfig, train_models
 
     store = open_store(store_path)
     train_models(store, tmp_path / "m", TrainConfig(params={**load_params("starter"), "n_estimators": 20}))

@@ -22,10 +22,10 @@ from numerai_tools import scoring as nt
 
 from eraflow.cli import cli
 from eraflow.engine import IngestOptions, InputError, ingest_files, open_store
-from eraflow.engine.evaluate import DECILES, EvaluateOptions, evaluate_predictions
-from eraflow.engine.predictions import align_predictions
-from eraflow.engine.report import decile_means
-from eraflow.engine.scoring import neutralize_aligned
+from eraflow.engine.evaluation.evaluate import DECILES, EvaluateOptions, evaluate_predictions
+from eraflow.engine.evaluation.predictions import align_predictions
+from eraflow.engine.evaluation.report import decile_means
+from eraflow.engine.evaluation.scoring import neutralize_aligned
 from eraflow.engine.version import eraflow_version
 from eraflow.kernels import feature_exposure, pearson
 from tests.conftest import tiny_frame, write_parquet
@@ -374,9 +374,9 @@ def test_reference_files_may_hold_ids_the_store_lacks(store_path, preds, benchma
 def test_evaluating_eras_the_model_saw_is_said(store_path, tmp_path):
     """model.json records the eras each target trained on and stopped early on; evaluate --model
     warns when the evaluated eras include them, and the report's provenance says so."""
-    from eraflow.engine.predict import load_model, predict_table
-    from eraflow.engine.predictions import write_predictions
-    from eraflow.engine.train import TrainConfig, train_models
+    from eraflow.engine.evaluation.predictions import write_predictions
+    from eraflow.engine.models.predict import load_model, predict_table
+    from eraflow.engine.models.train import TrainConfig, train_models
 
     fast = {"objective": "regression", "metric": "None", "verbosity": -1, "n_estimators": 10,
             "learning_rate": 0.1, "num_leaves": 7, "num_threads": 1}

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from eraflow.engine import IngestOptions, InputError, LockedError, ingest_files, open_store, plan_ingest
-from eraflow.engine.eras import era_key
-from eraflow.engine.ingest import contiguous_runs, destination
+from eraflow.engine.data.eras import era_key
+from eraflow.engine.data.ingest import contiguous_runs, destination
 from eraflow.engine.lock import exclusive_lock
 
 from .conftest import tiny_frame, write_parquet

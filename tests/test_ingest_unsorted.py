@@ -14,9 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from eraflow.engine import IngestOptions, ingest, ingest_files, open_store, readers
-from eraflow.engine.readers import _column_groups, _row_spans
-from eraflow.engine.sources import inspect_source
+from eraflow.engine import IngestOptions, ingest_files, open_store
+from eraflow.engine.data import ingest, readers
+from eraflow.engine.data.readers import _column_groups, _row_spans
+from eraflow.engine.data.sources import inspect_source
 
 from .conftest import tiny_frame, write_parquet
 
@@ -120,7 +121,9 @@ def test_ids_of_interleaved_eras_land_across_buckets(tmp_path, monkeypatch):
 
 PEAK_SCRIPT = """
 import json, os, sys, threading, time
-from eraflow.engine import IngestOptions, ingest, ingest_files, readers
+from eraflow.engine import IngestOptions, ingest_files
+from eraflow.engine.data import ingest
+from eraflow.engine.data import readers
 readers.READ_BYTES, readers.STAGE_BYTES, ingest.ID_BUCKET_ROWS = 4 << 20, 4 << 20, 1 << 14
 
 def anon():

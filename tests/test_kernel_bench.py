@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from eraflow.cli import cli
-from eraflow.engine.kernel_bench import GOALS, KERNELS, BenchSize, run_kernel_bench
+from eraflow.engine.evaluation.kernel_bench import GOALS, KERNELS, BenchSize, run_kernel_bench
 from eraflow.kernels.backend import gpu_available
 
 TINY = ["--eras", "4", "--rows", "60", "--features", "8", "--cols", "2", "--repeats", "1", "--baseline-eras", "2"]

@@ -134,6 +134,6 @@ def nt_contribution_column(pred, meta, target, index) -> float:
 
 
 def test_missing_code_matches_the_store_format():
-    from eraflow.engine.store import MISSING
+    from eraflow.engine.data.store import MISSING
 
     assert MISSING_CODE == MISSING

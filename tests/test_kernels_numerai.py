@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from eraflow import kernels
 from numerai_tools import scoring
 
+from eraflow import kernels
 from tests.test_kernels_cases import (
     BACKENDS,
     assert_matches,

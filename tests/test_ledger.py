@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from eraflow.cli import cli
 from eraflow.engine import InputError
-from eraflow.engine.ledger import Run, append_run, list_runs, show_run
+from eraflow.engine.evaluation.ledger import Run, append_run, list_runs, show_run
 
 
 def a_run(**kw) -> Run:
@@ -36,7 +36,7 @@ def test_a_run_round_trips_and_plain_sql_reads_it(private_ledger):
 
 
 def test_two_processes_writing_at_once_both_land(private_ledger):
-    code = ("import sys; from eraflow.engine.ledger import Run, append_run\n"
+    code = ("import sys; from eraflow.engine.evaluation.ledger import Run, append_run\n"
             "for i in range(15):\n"
             "    append_run(Run('train', 'c', {}, 'f', ['target'], [], {}, {}, [('p', 'target', '0001', 0.1)] * 50))\n")
     procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(2)]
@@ -47,7 +47,7 @@ def test_two_processes_writing_at_once_both_land(private_ledger):
 def test_busy_ledger_waits_then_records_the_run_beside_it(private_ledger):
     append_run(a_run())
     holder = duckdb.connect(str(private_ledger))  # DuckDB's file lock is per process: hold it in another
-    code = ("from eraflow.engine.ledger import append_run, Run\n"
+    code = ("from eraflow.engine.evaluation.ledger import append_run, Run\n"
             "print(append_run(Run('train', 'c', {}, 'f', [], [], {}, {}), timeout=0.5)[1])\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     holder.close()

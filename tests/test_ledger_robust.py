@@ -20,8 +20,8 @@ import pytest
 from click.testing import CliRunner
 
 from eraflow.cli import cli
-from eraflow.engine import ledger
-from eraflow.engine.ledger import LedgerBusyError, Run, append_run, compare_runs, list_runs, show_run
+from eraflow.engine.evaluation import ledger
+from eraflow.engine.evaluation.ledger import LedgerBusyError, Run, append_run, compare_runs, list_runs, show_run
 from eraflow.kernels import era_summary
 
 ERAFLOW = Path(sys.executable).with_name("eraflow")
@@ -101,7 +101,7 @@ def test_lock_conflicts_are_told_from_other_duckdb_errors(private_ledger):
 def test_a_ledger_held_by_another_program_sends_the_run_to_a_fallback(private_ledger):
     append_run(a_run())
     holder = duckdb.connect(str(private_ledger))  # DuckDB's file lock is per process: hold it in another
-    code = ("import json\nfrom eraflow.engine import ledger\nfrom eraflow.engine.ledger import Run, append_run\n"
+    code = ("import json\nfrom eraflow.engine.evaluation import ledger\nfrom eraflow.engine.evaluation.ledger import Run, append_run\n"
             "ledger.FOREIGN_WAIT = 0.5\n"
             "path, warning = append_run(Run('train', 'c', {}, 'f', ['target'], [], {}, {}, run_id='held'))\n"
             "try:\n    ledger.list_runs()\nexcept ledger.LedgerBusyError as e:\n    busy = str(e)\n"
@@ -281,7 +281,7 @@ def test_a_symlinked_lock_file_is_not_followed(private_ledger, tmp_path):
 
 WRITER = """
 import sys
-from eraflow.engine.ledger import Run, append_run
+from eraflow.engine.evaluation.ledger import Run, append_run
 rows = [("prediction", "target", f"{e:04d}", 0.001 * (e % 17)) for e in range(5000)]
 for k in range(25):
     path, warning = append_run(Run("evaluate", "c", {"writer": sys.argv[1], "k": k}, "f", ["target"], [], {}, {}, rows))
@@ -290,7 +290,7 @@ for k in range(25):
 """
 READER = """
 import sys
-from eraflow.engine.ledger import list_runs
+from eraflow.engine.evaluation.ledger import list_runs
 counts = []
 while not counts or counts[-1] < 100:
     counts.append(len(list_runs()))

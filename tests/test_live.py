@@ -16,10 +16,10 @@ from scipy.stats import rankdata
 from eraflow.cli import cli
 from eraflow.engine import open_store
 from eraflow.engine.errors import InputError
-from eraflow.engine.export import export_model
-from eraflow.engine.live import Postprocess, live_predictions, set_postprocess
-from eraflow.engine.predict import load_model
-from eraflow.engine.train import TrainConfig, train_models
+from eraflow.engine.models.predict import load_model
+from eraflow.engine.models.train import TrainConfig, train_models
+from eraflow.engine.numerai.export import export_model
+from eraflow.engine.numerai.live import Postprocess, live_predictions, set_postprocess
 from tests.test_train import FAST
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from eraflow.engine.metrics import (
+from numerai_tools import scoring as nt
+
+from eraflow.engine.evaluation.metrics import (
     apy,
     autocorrelation,
     hit_rate,
@@ -13,7 +15,6 @@ from eraflow.engine.metrics import (
     smart_sharpe,
     top_bottom_corr,
 )
-from numerai_tools import scoring as nt
 
 SERIES = np.array([0.02, -0.01, np.nan, 0.03, 0.01, -0.02])
 

@@ -14,10 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 from click.testing import CliRunner
+
 from eraflow.cli import cli
 from eraflow.engine.errors import InputError, LockedError
 from eraflow.engine.lock import exclusive_lock
-from eraflow.engine.numerai import (
+from eraflow.engine.numerai.numerai import (
     MANIFEST,
     Credentials,
     NumeraiError,

@@ -17,11 +17,15 @@ import requests
 from click.testing import CliRunner
 
 from eraflow.cli import cli
-from eraflow.engine import open_store, pipeline
+from eraflow.engine import open_store
+from eraflow.engine.data.synth import SynthSpec, write_synthetic
 from eraflow.engine.errors import EraflowError, InputError
-from eraflow.engine.export import export_model
-from eraflow.engine.live import Postprocess, live_predictions, set_postprocess
-from eraflow.engine.numerai import (
+from eraflow.engine.models.predict import load_model
+from eraflow.engine.models.train import TrainConfig, train_models
+from eraflow.engine.numerai import pipeline
+from eraflow.engine.numerai.export import export_model
+from eraflow.engine.numerai.live import Postprocess, live_predictions, set_postprocess
+from eraflow.engine.numerai.numerai import (
     MANIFEST,
     Credentials,
     NumeraiError,
@@ -30,10 +34,7 @@ from eraflow.engine.numerai import (
     numerai_client,
     resolve_model,
 )
-from eraflow.engine.pipeline import run_pipeline
-from eraflow.engine.predict import load_model
-from eraflow.engine.synth import SynthSpec, write_synthetic
-from eraflow.engine.train import TrainConfig, train_models
+from eraflow.engine.numerai.pipeline import run_pipeline
 from tests.test_numerai import SECRET, VERSION, FakeNumerAPI, parquet_bytes, served_files
 from tests.test_train import FAST
 
@@ -405,7 +406,7 @@ def test_export_checks_named_boosters_against_model_json(fresh_model, tmp_path):
 ])
 def test_export_runs_the_pickled_predictor_once_and_refuses_a_broken_one(model_dir, tmp_path, monkeypatch, answer,
                                                                          message):
-    from eraflow.engine import live_model
+    from eraflow.engine.numerai import live_model
 
     monkeypatch.setattr(live_model.LivePredictor, "__call__", lambda self, frame, benchmarks=None: answer(frame))
     with pytest.raises(InputError) as info:

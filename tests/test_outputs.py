@@ -18,8 +18,8 @@ from click.testing import CliRunner
 
 from eraflow.cli import cli
 from eraflow.engine import open_store
+from eraflow.engine.models.train import TrainConfig, train_models
 from eraflow.engine.outputs import EXPORT_MARK, is_own_output
-from eraflow.engine.train import TrainConfig, train_models
 
 from .conftest import tiny_frame, write_parquet
 

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from eraflow.cli import cli
 from eraflow.engine import open_store
 from eraflow.engine.errors import InputError
-from eraflow.engine.ledger import list_runs
-from eraflow.engine.pipeline import load_pipeline, run_pipeline
+from eraflow.engine.evaluation.ledger import list_runs
+from eraflow.engine.numerai.pipeline import load_pipeline, run_pipeline
 
 PIPELINE = """
 workdir = "work"
@@ -183,7 +183,7 @@ def _served(synth: Path) -> dict[str, bytes]:
 
 
 def test_numerai_round_trip_downloads_trains_once_and_submits_each_round(tmp_path):
-    from eraflow.engine.synth import SynthSpec, write_synthetic
+    from eraflow.engine.data.synth import SynthSpec, write_synthetic
     from tests.test_numerai import FakeNumerAPI
 
     spec = {"eras": 24, "rows_per_era": 80, "features": 16, "seed": 5}

@@ -14,8 +14,8 @@ from numerai_tools import scoring as nt
 
 from eraflow.cli import cli
 from eraflow.engine import InputError, open_store
-from eraflow.engine.predictions import align_predictions
-from eraflow.engine.scoring import era_batches, meta_model_values, neutralize_aligned, score_aligned
+from eraflow.engine.evaluation.predictions import align_predictions
+from eraflow.engine.evaluation.scoring import era_batches, meta_model_values, neutralize_aligned, score_aligned
 
 
 @pytest.fixture(scope="module")

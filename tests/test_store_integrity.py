@@ -14,12 +14,12 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-import eraflow.engine.store as store_module
+import eraflow.engine.data.store as store_module
 from eraflow.cli import cli
 from eraflow.engine import IngestOptions, InputError, StoreError, ingest_files, open_store, plan_ingest, store_info
+from eraflow.engine.evaluation.predictions import align_predictions
 from eraflow.engine.lock import exclusive_lock
-from eraflow.engine.numerai import MANIFEST, download_datasets
-from eraflow.engine.predictions import align_predictions
+from eraflow.engine.numerai.numerai import MANIFEST, download_datasets
 
 from .conftest import tiny_frame, write_parquet
 from .test_numerai import VERSION, FakeNumerAPI, served_files

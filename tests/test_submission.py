@@ -7,13 +7,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from numerai_tools.submissions import validate_submission_numerai
+
 from eraflow.engine.errors import InputError
-from eraflow.engine.submission import (
+from eraflow.engine.numerai.submission import (
     read_live_ids,
     read_submission,
     validate_submission,
 )
-from numerai_tools.submissions import validate_submission_numerai
 
 LIVE = [f"n{i:05d}" for i in range(40)]
 

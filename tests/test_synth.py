@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from eraflow.engine import InputError, SynthSpec, write_synthetic
-from eraflow.engine.synth import TARGET_SHARES, TARGET_VALUES
+from eraflow.engine.data.synth import TARGET_SHARES, TARGET_VALUES
 
 from .conftest import SMALL
 

@@ -13,12 +13,13 @@ from click.testing import CliRunner
 from scipy.stats import rankdata
 
 from eraflow.cli import cli
-from eraflow.engine import InputError, SynthSpec, ingest_files, lgb_data, open_store, write_synthetic
-from eraflow.engine.params import load_params
-from eraflow.engine.predict import load_model, predict_table
-from eraflow.engine.predictions import align_predictions
-from eraflow.engine.scoring import score_aligned
-from eraflow.engine.train import TrainConfig, train_models
+from eraflow.engine import InputError, SynthSpec, ingest_files, open_store, write_synthetic
+from eraflow.engine.evaluation.predictions import align_predictions
+from eraflow.engine.evaluation.scoring import score_aligned
+from eraflow.engine.models import lgb_data
+from eraflow.engine.models.params import load_params
+from eraflow.engine.models.predict import load_model, predict_table
+from eraflow.engine.models.train import TrainConfig, train_models
 
 from .conftest import synthetic_store
 
@@ -123,7 +124,7 @@ def test_predict_cli_neutralizes_and_writes_every_row(store, tmp_path):
 def test_estimator_fits_arrays_and_stores(store):
     from sklearn.base import clone
 
-    from eraflow.engine.estimator import EraLGBMRegressor
+    from eraflow.engine.models.estimator import EraLGBMRegressor
 
     est = EraLGBMRegressor(n_estimators=20, learning_rate=0.1, num_leaves=7)
     assert clone(est).get_params()["n_estimators"] == 20

@@ -19,11 +19,11 @@ from scipy.stats import rankdata
 
 from eraflow.cli import cli
 from eraflow.engine import InputError, SynthSpec, threads
-from eraflow.engine import train as train_module
-from eraflow.engine.model_files import check_model_text
-from eraflow.engine.params import load_params
-from eraflow.engine.predict import load_model, predict_table
-from eraflow.engine.train import TrainConfig, cv_splits, train_models
+from eraflow.engine.models import train as train_module
+from eraflow.engine.models.model_files import check_model_text
+from eraflow.engine.models.params import load_params
+from eraflow.engine.models.predict import load_model, predict_table
+from eraflow.engine.models.train import TrainConfig, cv_splits, train_models
 from eraflow.kernels import numerai_corr
 
 from .conftest import synthetic_store

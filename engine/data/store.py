@@ -31,8 +31,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..errors import InputError, StoreError, first_line
 from .eras import eras_in_range
-from .errors import InputError, StoreError, first_line
 
 FORMAT = "eraflow-store"
 FORMAT_VERSION = 2  # 2: meta.json records rows per era (``era_rows``), checked against offsets.i64 on open

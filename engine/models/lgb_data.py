@@ -3,7 +3,7 @@
 LightGBM copies a dense array it is given into float32 (n × k × 4 bytes): 9.5 GB for 1M × 2376.
 A ``lightgbm.Sequence`` over the store's features file hands it blocks instead, so only the block
 being binned is ever float. The constructed Dataset (binned features, no labels) is saved with
-``save_binary`` in the store's cache (:mod:`eraflow.engine.cache`) under a key of the store
+``save_binary`` in the store's cache (:mod:`eraflow.engine.data.cache`) under a key of the store
 fingerprint, rows, features and binning parameters; later runs reload it after checking its
 sha256 (no re-binning), and set the labels from the store.
 """
@@ -19,10 +19,10 @@ from collections.abc import Sequence as Seq
 import lightgbm as lgb
 import numpy as np
 
-from . import cache as dataset_cache
-from .errors import first_line
+from ..data import cache as dataset_cache
+from ..data.store import EraStore, int8_to_float32, row_runs
+from ..errors import first_line
 from .predict import lightgbm_stderr_closed
-from .store import EraStore, int8_to_float32, row_runs
 
 # LightGBM's own messages (e.g. "Saving data to binary file") go to this logger, silent unless
 # the application configures logging: library code does not print.
@@ -105,7 +105,7 @@ def store_dataset(store: EraStore, era_index: np.ndarray, cols: Seq[int] | None,
                   params: dict, reference: lgb.Dataset | None = None, cache: bool = True) -> lgb.Dataset:
     """A constructed Dataset of the eras ``era_index`` (label given in the same row order).
 
-    Training sets (``reference is None``) are cached (:mod:`eraflow.engine.cache`) without
+    Training sets (``reference is None``) are cached (:mod:`eraflow.engine.data.cache`) without
     labels: ``label`` is set after building or loading, so a cache entry cannot change what a
     model learns. Validation sets share the training set's bins through ``reference`` and are
     built directly.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from .errors import InputError
-from .threads import configured_threads
+from ..errors import InputError
+from ..threads import configured_threads
 
 PRESETS = {
     # Numerai's starter model: shallow trees, few features per tree.

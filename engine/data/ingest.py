@@ -33,16 +33,16 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from .atomic import atomic_writer_path, fsync_path, remove_stale_temporaries, replace_dir
+from ..atomic import atomic_writer_path, fsync_path, remove_stale_temporaries, replace_dir
+from ..errors import InputError, StoreError
+from ..lock import exclusive_lock
+from ..outputs import check_output_dir, translates_write_errors
+from ..version import eraflow_version
 from .codes import to_codes
 from .eras import eras_in_range, sort_eras
-from .errors import InputError, StoreError
-from .lock import exclusive_lock
-from .outputs import check_output_dir, translates_write_errors
 from .readers import ENGINES, make_reader
 from .sources import ERA_COLUMN, Source, inspect_source
 from .store import FEATURES, FORMAT, FORMAT_VERSION, IDS, META, OFFSETS, TARGETS, open_store
-from .version import eraflow_version
 
 SLICE_BYTES = 32 << 20  # int8 feature bytes per pass-2 slice: bounds decode buffers
 DEFAULT_TARGETS = "target*"  # the one target pattern allowed to match nothing (live.parquet has no targets)

@@ -29,9 +29,9 @@ from pathlib import Path
 import pandas as pd
 import requests
 
-from .atomic import atomic_write_json, fsync_path
-from .errors import EraflowError, InputError
-from .lock import exclusive_lock
+from ..atomic import atomic_write_json, fsync_path
+from ..errors import EraflowError, InputError
+from ..lock import exclusive_lock
 from .submission import read_submission, validate_submission
 
 ENV_PUBLIC_ID = "NUMERAI_PUBLIC_ID"

@@ -15,12 +15,12 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 
-from .atomic import atomic_write_parquet
-from .errors import InputError
-from .outputs import check_output_file
-from .sources import open_parquet
-from .store import EraStore
-from .submission import read_submission
+from ..atomic import atomic_write_parquet
+from ..data.sources import open_parquet
+from ..data.store import EraStore
+from ..errors import InputError
+from ..numerai.submission import read_submission
+from ..outputs import check_output_file
 
 MIN_COVERAGE = 0.99  # share of the rows of each touched era a file must predict
 NOT_PREDICTIONS = ("id", "era", "data_type")

@@ -23,13 +23,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .atomic import atomic_writer_path, replace_dir  # noqa: E402
+from ..atomic import atomic_writer_path, replace_dir  # noqa: E402
+from ..data.store import EraStore, int8_to_float32  # noqa: E402
+from ..models.predict import TrainedModel, feature_columns  # noqa: E402
+from ..notices import warn  # noqa: E402
+from ..outputs import check_output_dir, save_plot, translates_write_errors  # noqa: E402
+from ..version import eraflow_version  # noqa: E402
 from .evaluate import DECILES, Evaluation, model_era_overlap  # noqa: E402
-from .notices import warn  # noqa: E402
-from .outputs import check_output_dir, save_plot, translates_write_errors  # noqa: E402
-from .predict import TrainedModel, feature_columns  # noqa: E402
-from .store import EraStore, int8_to_float32  # noqa: E402
-from .version import eraflow_version  # noqa: E402
 
 ROLLING_ERAS = 52
 SHAP_SAMPLE_ROWS = 2000

@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from .errors import EraflowError, InputError, first_line
-from .lock import lock_path
-from .notices import warn
-from .version import eraflow_version
+from ..errors import EraflowError, InputError, first_line
+from ..lock import lock_path
+from ..notices import warn
+from ..version import eraflow_version
 
 ENV = "ERAFLOW_LEDGER"
 STATE_ENV = "XDG_STATE_HOME"

@@ -16,18 +16,24 @@ from pathlib import Path
 
 import numpy as np
 
-from eraflow.kernels import (correlation_contribution, era_summary, feature_exposure, neutral_scores, numerai_corr,
-                             pearson, rank)
+from eraflow.kernels import (
+    correlation_contribution,
+    era_summary,
+    feature_exposure,
+    neutral_scores,
+    numerai_corr,
+    pearson,
+    rank,
+)
 
-from .eras import eras_in_range
-from .errors import InputError
-from .ingest import Progress
+from ..data.eras import eras_in_range
+from ..data.ingest import Progress
+from ..data.store import FNC_FEATURE_SET, EraStore
+from ..errors import InputError
 from .ledger import Run
 from .metrics import score_summary, top_bottom_corr
 from .predictions import AlignedPredictions, align_predictions
-from .scoring import (era_batches, feature_indices, gather_features, meta_model_values, reference_values,
-                      target_index)
-from .store import FNC_FEATURE_SET, EraStore
+from .scoring import era_batches, feature_indices, gather_features, meta_model_values, reference_values, target_index
 
 
 @dataclass(frozen=True)

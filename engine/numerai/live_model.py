@@ -2,7 +2,7 @@
 
 Numerai's model upload calls a cloudpickled function in an environment with numpy, pandas and
 lightgbm but not eraflow, so this module imports nothing else and is pickled by value
-(:func:`eraflow.engine.export.export_model`). It repeats what ``eraflow live`` does, in
+(:func:`eraflow.engine.numerai.export.export_model`). It repeats what ``eraflow live`` does, in
 pandas/NumPy per era:
 
 0. feature values as codes 0..4, as ``eraflow ingest`` reads them: float columns whose values are

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from .errors import InputError
+from ..errors import InputError
 
 _DIGITS = re.compile(r"(\d+)")
 

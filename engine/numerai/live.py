@@ -18,11 +18,12 @@ import pyarrow as pa
 
 from eraflow.kernels import rank
 
-from .atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
-from .errors import EraflowError, InputError
-from .ingest import IngestOptions, ingest_files, read_features_json
-from .outputs import check_output_file
-from .predict import (
+from ..atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+from ..data.ingest import IngestOptions, ingest_files, read_features_json
+from ..data.store import EraStore, open_store
+from ..errors import EraflowError, InputError
+from ..evaluation.scoring import check_proportion, neutralize_columns
+from ..models.predict import (
     ENSEMBLE,
     MODEL_JSON,
     PredictionTable,
@@ -33,8 +34,7 @@ from .predict import (
     prediction_column,
     with_aliases,
 )
-from .scoring import check_proportion, neutralize_columns
-from .store import EraStore, open_store
+from ..outputs import check_output_file
 from .submission import validate_submission
 
 SUBMITTED = "prediction"  # the post-processed column; Numerai's submission column name

@@ -5,7 +5,7 @@ or arrays ``X, y`` with optional ``eras``; with ``valid_eras=k`` the newest k er
 and training stops early on their mean per-era numerai_corr.
 
 Import it as ``from eraflow.engine import EraLGBMRegressor`` (loaded on first use, so importing
-``eraflow.engine`` alone does not import LightGBM) or ``from eraflow.engine.estimator import
+``eraflow.engine`` alone does not import LightGBM) or ``from eraflow.engine.models.estimator import
 EraLGBMRegressor``.
 """
 
@@ -15,10 +15,10 @@ import lightgbm as lgb
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 
-from .errors import InputError
+from ..data.store import EraStore, int8_to_float32
+from ..errors import InputError
 from .params import BASE, with_threads
 from .predict import lightgbm_failures, predict_params, predict_rows
-from .store import EraStore, int8_to_float32
 from .train import era_corr_metric, fit_booster, lightgbm_errors
 
 

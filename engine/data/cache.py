@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from .atomic import atomic_write_json, atomic_writer_path, process_alive, writer_pid
-from .notices import warn
+from ..atomic import atomic_write_json, atomic_writer_path, process_alive, writer_pid
+from ..notices import warn
 from .store import EraStore
 
 CACHE_DIR = "cache"  # inside the store directory; a rebuilt store starts with none

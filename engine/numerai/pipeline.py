@@ -28,23 +28,31 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .atomic import atomic_write_json
-from .errors import InputError
-from .evaluate import EvaluateOptions, evaluate_predictions, evaluation_run
-from .ingest import IngestOptions, Progress, ingest_files
-from .ledger import record_run
-from .notices import warn
-from .numerai import (DEFAULT_KEYS, NumeraiError, RoundUncheckedError, download_datasets, load_credentials,
-                      numerai_client, read_manifest, submit_predictions)
+from ..atomic import atomic_write_json
+from ..data.ingest import IngestOptions, Progress, ingest_files
+from ..data.store import open_store
+from ..data.synth import SynthSpec, write_synthetic
+from ..errors import InputError
+from ..evaluation.evaluate import EvaluateOptions, evaluate_predictions, evaluation_run
+from ..evaluation.ledger import record_run
+from ..evaluation.predictions import write_predictions
+from ..evaluation.report import write_report
+from ..models.params import DEVICES, PRESETS, load_params
+from ..models.predict import MODEL_JSON, load_model, model_file
+from ..models.train import TrainConfig, train_models, training_run
+from ..notices import warn
 from .live import Postprocess, default_column, live_predictions, predict_submitted, set_postprocess, write_submission
-from .params import DEVICES, PRESETS, load_params
-from .predict import MODEL_JSON, load_model, model_file
-from .predictions import write_predictions
-from .report import write_report
-from .store import open_store
+from .numerai import (
+    DEFAULT_KEYS,
+    NumeraiError,
+    RoundUncheckedError,
+    download_datasets,
+    load_credentials,
+    numerai_client,
+    read_manifest,
+    submit_predictions,
+)
 from .submission import read_live_ids
-from .synth import SynthSpec, write_synthetic
-from .train import TrainConfig, train_models, training_run
 
 STATE = "pipeline.json"
 

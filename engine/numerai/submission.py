@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .errors import InputError
-from .sources import open_parquet
+from ..data.sources import open_parquet
+from ..errors import InputError
 
 ID_COLUMN = "id"
 PREDICTION_COLUMNS = ("prediction", "probability")  # numerai-tools NUMERAI_ALLOWED_PRED_COLS

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 MODES = ("expanding", "blocked")
 ERAS_PER_HORIZON_DAYS = 5  # one era is a week of 5 trading days

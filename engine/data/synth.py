@@ -20,8 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .atomic import atomic_write_json, atomic_writer_path
-from .errors import InputError
+from ..atomic import atomic_write_json, atomic_writer_path
+from ..errors import InputError
 from .store import FNC_FEATURE_SET
 
 GROUPS = ("intelligence", "charisma", "strength", "dexterity", "constitution",

@@ -13,6 +13,7 @@ Conventions (per-era scores ``c_e`` in era order; NaN eras are left out):
 from __future__ import annotations
 
 import numpy as np
+
 from eraflow.kernels import era_summary, gaussianize, power
 
 WEEKS_PER_YEAR = 52

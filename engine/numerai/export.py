@@ -15,13 +15,13 @@ import cloudpickle
 import numpy as np
 import pandas as pd
 
+from ..atomic import atomic_write_bytes
+from ..errors import InputError
+from ..models.predict import TrainedModel, prediction_column
+from ..outputs import EXPORT_MARK, check_output_file
 from . import live_model
-from .atomic import atomic_write_bytes
-from .errors import InputError
 from .live import Postprocess, check_postprocess, model_postprocess, model_store
 from .live_model import LivePredictor
-from .outputs import EXPORT_MARK, check_output_file
-from .predict import TrainedModel, prediction_column
 
 SMOKE_ROWS = 32  # rows of the synthetic frame the exported predictor must predict before it is written
 

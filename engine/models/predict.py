@@ -14,12 +14,12 @@ import numpy as np
 
 from eraflow.kernels import rank
 
-from .eras import eras_in_range
-from .errors import InputError, first_line
+from ..data.eras import eras_in_range
+from ..data.store import EraStore, era_rows, era_subset_offsets, int8_to_float32, row_runs
+from ..errors import InputError, first_line
+from ..evaluation.scoring import check_proportion, neutralize_columns
+from ..threads import configured_threads
 from .model_files import check_model_meta, check_model_text, damaged_file
-from .scoring import check_proportion, neutralize_columns
-from .store import EraStore, era_rows, era_subset_offsets, int8_to_float32, row_runs
-from .threads import configured_threads
 
 MODEL_JSON = "model.json"
 ENSEMBLE = "ensemble"

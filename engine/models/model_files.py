@@ -22,7 +22,7 @@ import math
 import re
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 HEADER_KEYS = ("version", "num_class", "num_tree_per_iteration", "max_feature_idx", "feature_names",
                "feature_infos", "tree_sizes")

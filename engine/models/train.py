@@ -36,15 +36,17 @@ import pyarrow as pa
 
 from eraflow.kernels import numerai_corr
 
-from .atomic import atomic_write_parquet, atomic_writer_path, replace_dir
+from ..atomic import atomic_write_parquet, atomic_writer_path, replace_dir
+from ..data.eras import eras_in_range
+from ..data.store import EraStore, era_rows, era_subset_offsets, row_runs
+from ..errors import InputError, first_line
+from ..evaluation.ledger import Run
+from ..evaluation.metrics import score_summary
+from ..notices import warn
+from ..outputs import check_output_dir, translates_write_errors
+from ..version import eraflow_version
 from .cv import default_embargo, era_splits
-from .eras import eras_in_range
-from .errors import InputError, first_line
-from .ledger import Run
 from .lgb_data import store_dataset
-from .metrics import score_summary
-from .notices import warn
-from .outputs import check_output_dir, translates_write_errors
 from .params import device_params, load_params, split_rounds, with_threads
 from .predict import (
     ENSEMBLE,
@@ -56,8 +58,6 @@ from .predict import (
     rank_ensemble,
     with_aliases,
 )
-from .store import EraStore, era_rows, era_subset_offsets, row_runs
-from .version import eraflow_version
 
 Progress = Callable[[str, int, int], None]
 DUPLICATE_BLOCK_ROWS = 1 << 18  # most rows of the target matrix compared at a time when looking for duplicates

@@ -15,9 +15,9 @@ import numpy as np
 
 from eraflow.kernels import correlation_contribution, era_summary, feature_exposure, neutralize, numerai_corr, rank
 
-from .errors import InputError
+from ..data.store import EraStore, era_rows, era_subset_offsets
+from ..errors import InputError
 from .predictions import AlignedPredictions, align_predictions
-from .store import EraStore, era_rows, era_subset_offsets
 
 BATCH_BYTES = 128 << 20  # int8 feature bytes gathered per batch of eras
 

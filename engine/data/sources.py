@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import InputError
+from ..errors import InputError
 
 ERA_COLUMN = "era"
 ID_COLUMN = "id"

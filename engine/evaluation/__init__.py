@@ -1,0 +1,1 @@
+"""Evaluation: per-era scores, predictions files, reports and the run ledger."""

@@ -1,0 +1,1 @@
+"""Models: training from a store, era CV, parameters, model directories, prediction."""

@@ -1,0 +1,1 @@
+"""Numerai: the tournament API, submissions, live predictions, exports and the weekly pipeline."""
