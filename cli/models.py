@@ -9,7 +9,8 @@ import click
 from eraflow.engine import open_store
 from eraflow.engine.evaluation.ledger import record_run
 from eraflow.engine.evaluation.predictions import write_predictions
-from eraflow.engine.models.params import DEVICES, load_params
+from eraflow.engine.models.kind import DEFAULT_KIND, TRAINABLE
+from eraflow.engine.models.params import DEVICES, kind_params, with_options
 from eraflow.engine.models.predict import ENSEMBLE, load_model, predict_table
 from eraflow.engine.models.train import TrainConfig, train_models, training_run
 from eraflow.engine.outputs import check_output_dir, check_output_file
@@ -25,8 +26,16 @@ from .runs import ledger_option
 @click.option("--target", "targets", multiple=True, help="Target name or glob, repeatable [default: target].")
 @click.option("--feature-set", help="A feature set of the store [default: every feature].")
 @click.option("--features", help="Comma-separated features.")
-@click.option("--params", "params_spec", default="starter", show_default=True,
-              help="Preset (starter, deep) or a params.toml of LightGBM parameters.")
+@click.option("--model", "kind", type=click.Choice(TRAINABLE), default=DEFAULT_KIND, show_default=True,
+              help="Kind of model (see the README's table of kinds).")
+@click.option("--params", "params_spec",
+              help="lgbm: a preset (starter, deep) or a params.toml [default: starter]; other kinds: a params.toml "
+                   "of the kind's parameters [default: the kind's].")
+@click.option("--blocks", type=int, help="v3x: contiguous blocks of training eras, one sub-model each [default: 3].")
+@click.option("--pca-frac", type=float, help="v3x: PCA per block keeping this share of the variance (0 < f < 1).")
+@click.option("--sub-model", type=click.Choice(["xgb", "lgbm"]), help="v3x: kind of the block models [default: xgb].")
+@click.option("--meta", type=click.Choice(["ridge", "simplex"]),
+              help="v3x: meta-model weights, ridge (CV'd alpha) or simplex (non-negative, summing to 1).")
 @click.option("--cv", type=int, default=0, show_default=True, help="Era CV folds (0: none).")
 @click.option("--embargo", type=int, help="Eras dropped between training and test eras [default: from the target].")
 @click.option("--cv-mode", type=click.Choice(["expanding", "blocked"]), default="expanding", show_default=True)
@@ -42,9 +51,9 @@ from .runs import ledger_option
 @ledger_option
 @quiet_option
 @json_option
-def train(store_path, output, targets, feature_set, features, params_spec, cv, embargo, cv_mode, train_eras,
-          valid_eras, era_step, device, seed, early_stopping, ledger, quiet, as_json):
-    """Train LightGBM models from a store: one per target, plus a rank ensemble.
+def train(store_path, output, targets, feature_set, features, kind, params_spec, blocks, pca_frac, sub_model, meta,
+          cv, embargo, cv_mode, train_eras, valid_eras, era_step, device, seed, early_stopping, ledger, quiet, as_json):
+    """Train models from a store: one per target (of kind --model), plus a rank ensemble.
 
     Early stopping watches the mean per-era numerai_corr of the held-out eras, not l2. With
     --cv, out-of-fold predictions and per-fold scores are saved in the model directory.
@@ -54,9 +63,12 @@ def train(store_path, output, targets, feature_set, features, params_spec, cv, e
     \b
     Example:
       eraflow train store/ -o models/starter --target target --target 'target_*_20' --cv 4 --valid-eras 0575:
+      eraflow train store/ -o models/v3x --model v3x --blocks 4 --meta simplex
     """
+    params = with_options(kind_params(kind, params_spec), blocks=blocks, pca_frac=pca_frac, sub_model=sub_model,
+                          meta=meta)
     config = TrainConfig(targets=targets or ("target",), feature_set=feature_set,
-                         features=tuple(csv_list(features)) if features else None, params=load_params(params_spec),
+                         features=tuple(csv_list(features)) if features else None, kind=kind, params=params,
                          cv=cv, embargo=embargo, cv_mode=cv_mode, train_eras=train_eras, valid_eras=valid_eras,
                          device=device, seed=seed, early_stopping_rounds=early_stopping, era_step=era_step)
     command = command_line()
@@ -66,7 +78,7 @@ def train(store_path, output, targets, feature_set, features, params_spec, cv, e
         result = train_models(store, output, config, command, status=status)
     run = training_run(result, store, config, command)
     ledger_file = record_run(run, ledger)
-    report = {"model_dir": str(result.model_dir), "run_id": run.run_id, "ledger": str(ledger_file),
+    report = {"model_dir": str(result.model_dir), "kind": kind, "run_id": run.run_id, "ledger": str(ledger_file),
               "targets": result.targets, "device": result.device,
               "rounds": result.rounds, "cv": {t: r["overall"] for t, r in result.cv.items()}, "valid": result.valid,
               "ensemble": result.ensemble, "aliases": result.aliases, "era_step": era_step,
@@ -74,7 +86,7 @@ def train(store_path, output, targets, feature_set, features, params_spec, cv, e
     if as_json:
         print_json(report)
         return
-    click.echo(f"trained {', '.join(result.targets)} on {result.device} in {result.seconds:.1f} s → {output} "
+    click.echo(f"trained {kind} for {', '.join(result.targets)} on {result.device} in {result.seconds:.1f} s → {output} "
                f"(run {run.run_id} in {ledger_file})")
     for alias, target in result.aliases.items():
         click.echo(f"  {alias} = {target} (identical in the store; trained once)")

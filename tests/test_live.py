@@ -45,7 +45,7 @@ def test_live_predictions_equal_an_independent_pandas_computation(neutralized_mo
     got = live_predictions(neutralized_model, synth_dir / "live.parquet")
     live = pd.read_parquet(synth_dir / "live.parquet").set_index("id")
     x = live[neutralized_model.features].to_numpy(np.float32)
-    ensemble = np.mean([_ranks(neutralized_model.boosters[t].predict(x)) for t in neutralized_model.targets], axis=0)
+    ensemble = np.mean([_ranks(neutralized_model.fitted[t].booster.predict(x)) for t in neutralized_model.targets], axis=0)
     medium = neutralized_model.meta["postprocess"]["features"]
     neutral = nt.neutralize(pd.DataFrame({"p": ensemble}, index=live.index), live[medium], proportion=0.5)
     assert list(got.id) == list(live.index)
@@ -58,7 +58,7 @@ def test_live_without_postprocess_submits_the_ensemble_ranked(model_dir, synth_d
     model = load_model(model_dir)
     got = live_predictions(model, synth_dir / "live.parquet")
     live = pd.read_parquet(synth_dir / "live.parquet")
-    want = _ranks(model.boosters["target"].predict(live[model.features].to_numpy(np.float32)))
+    want = _ranks(model.fitted["target"].booster.predict(live[model.features].to_numpy(np.float32)))
     np.testing.assert_allclose(got.prediction, want, atol=1e-12)
 
 
@@ -103,7 +103,7 @@ def test_exported_booster_text_is_the_trained_model(model_dir, tmp_path):
     export_model(load_model(model_dir), tmp_path / "m.pkl")
     predict = cloudpickle.loads((tmp_path / "m.pkl").read_bytes())
     models = predict.__closure__[0].cell_contents.models
-    assert models["target"] == lgb.Booster(model_file=str(model_dir / "model_target.txt")).model_to_string()
+    assert models["target"].text == lgb.Booster(model_file=str(model_dir / "model_target.txt")).model_to_string()
 
 
 @pytest.mark.parametrize("argv, message", [

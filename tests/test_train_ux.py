@@ -19,7 +19,7 @@ from scipy.stats import rankdata
 
 from eraflow.cli import cli
 from eraflow.engine import InputError, SynthSpec, threads
-from eraflow.engine.models import train as train_module
+from eraflow.engine.models import lgbm as lgbm_module
 from eraflow.engine.models.model_files import check_model_text
 from eraflow.engine.models.params import load_params
 from eraflow.engine.models.predict import load_model, predict_table
@@ -114,7 +114,7 @@ def test_duplicate_target_is_trained_once_and_counted_once(store, tmp_path, warn
                                                                             "model_target_cyrus_20.txt"]
     assert any("target_ender_20 has the same values as target" in w for w in warnings_seen), warnings_seen
     model = load_model(tmp_path / "m")
-    assert model.meta["aliases"] == {"target_ender_20": "target"} and len(model.boosters) == 2
+    assert model.meta["aliases"] == {"target_ender_20": "target"} and len(model.fitted) == 2
     table = predict_table(model, store, "0001:0003")
     assert list(table.columns) == ["pred_target", "pred_target_ender_20", "pred_target_cyrus_20", "ensemble"]
     np.testing.assert_array_equal(table.columns["pred_target_ender_20"], table.columns["pred_target"])
@@ -129,14 +129,14 @@ def test_duplicate_target_is_trained_once_and_counted_once(store, tmp_path, warn
 
 def test_era_step_trains_on_every_4th_era_with_the_embargo_in_store_eras(store, tmp_path, monkeypatch):
     built = []
-    original = train_module.store_dataset
+    original = lgbm_module.store_dataset
 
     def spy(store_, era_index, *args, reference=None, **kwargs):
         if reference is None:
             built.append(np.asarray(era_index).tolist())
         return original(store_, era_index, *args, reference=reference, **kwargs)
 
-    monkeypatch.setattr(train_module, "store_dataset", spy)
+    monkeypatch.setattr(lgbm_module, "store_dataset", spy)
     config = TrainConfig(params=FAST, train_eras="0001:0030", era_step=4)
     train_models(store, tmp_path / "m", config)
     assert built == [list(range(0, 30, 4))], "eras 0001, 0005, …, 0029"

@@ -151,19 +151,25 @@ def _draw(plot, ev: Evaluation, path: Path) -> None:
 
 
 def model_plots(model: TrainedModel, store: EraStore, out: Path) -> list[str]:
-    """Top features by gain, and mean |SHAP| with a value-coloured strip per feature, for the first target."""
+    """For the first target: top features by importance (gain, or |weight| for linear kinds) where the
+    kind has one, and mean |SHAP| with a value-coloured strip per feature where it has contributions."""
     target = model.targets[0]
-    booster = model.boosters[target]
-    gain = booster.feature_importance("gain")
+    fitted = model.fitted[target]
+    gain = fitted.importance()
+    if gain is None:
+        return []
     top = np.argsort(gain)[::-1][:TOP_FEATURES]
     fig, ax = plt.subplots(figsize=(8, 6))
     ax.barh([model.features[i] for i in top][::-1], gain[top][::-1])
-    ax.set(title=f"Top {len(top)} features by total gain (model for {target})", xlabel="gain")
+    ax.set(title=f"Top {len(top)} features by importance ({model.kind} model for {target})", xlabel="importance")
     ax.tick_params(axis="y", labelsize=7)
     _save(fig, out / "feature_gain.png")
+    if not hasattr(fitted, "contributions"):
+        return ["feature_gain"]
     rows = np.random.default_rng(0).choice(store.n_rows, min(SHAP_SAMPLE_ROWS, store.n_rows), replace=False)
-    x = int8_to_float32(store.features[np.sort(rows)][:, feature_columns(store, model.features)])
-    contrib = booster.predict(x, pred_contrib=True)[:, :-1]
+    codes = store.features[np.sort(rows)][:, feature_columns(store, model.features)]
+    x = int8_to_float32(codes)
+    contrib = fitted.contributions(codes)
     order = np.argsort(np.abs(contrib).mean(axis=0))[::-1][:TOP_FEATURES]
     fig, ax = plt.subplots(figsize=(8, 6))
     jitter = np.random.default_rng(1).uniform(-0.3, 0.3, len(x))

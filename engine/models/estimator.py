@@ -17,9 +17,12 @@ from sklearn.base import BaseEstimator, RegressorMixin
 
 from ..data.store import EraStore, int8_to_float32
 from ..errors import InputError
+from .kind import FitData
+from .lgb_errors import lightgbm_errors, lightgbm_failures, predict_params
+from .lgbm import KIND as LGBM
+from .lgbm import LightGBMModel, era_corr_metric
 from .params import BASE, with_threads
-from .predict import lightgbm_failures, predict_params, predict_rows
-from .train import era_corr_metric, fit_booster, lightgbm_errors
+from .predict import predict_rows
 
 
 class EraLGBMRegressor(RegressorMixin, BaseEstimator):
@@ -81,16 +84,16 @@ class EraLGBMRegressor(RegressorMixin, BaseEstimator):
         self.cols_ = np.arange(len(store.feature_names)) if view.cols is None else view.cols
         eras = np.arange(store.n_eras)
         train, valid = (eras[:-self.valid_eras], eras[-self.valid_eras:]) if self.valid_eras else (eras, None)
-        with lightgbm_errors():
-            self.booster_ = fit_booster(store, train, valid, self.cols_, self.target, self._lgb_params(),
-                                        self.n_estimators, self.early_stopping_rounds).booster
+        data = FitData(store, train, self.cols_, self.target, valid, self.device, self.seed,
+                       early_stopping=self.early_stopping_rounds)
+        self.booster_ = LGBM.fit(data, {**self._lgb_params(), "n_estimators": self.n_estimators}, None, None).booster
         self.n_features_in_ = len(self.cols_)
         return self
 
     def predict(self, X):
         """Predictions for an EraStore (every row, store order) or an array (int8 codes or floats)."""
         if isinstance(X, EraStore):
-            return predict_rows(self.booster_, X, np.arange(X.n_eras), self.cols_)
+            return predict_rows(LightGBMModel(self.booster_), X, np.arange(X.n_eras), self.cols_)
         X = np.asarray(X)
         with lightgbm_failures("the estimator's predictions"):
             return self.booster_.predict(int8_to_float32(X) if X.dtype == np.int8 else X, **predict_params())

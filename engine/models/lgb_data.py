@@ -22,7 +22,7 @@ import numpy as np
 from ..data import cache as dataset_cache
 from ..data.store import EraStore, int8_to_float32, row_runs
 from ..errors import first_line
-from .predict import lightgbm_stderr_closed
+from .lgb_errors import lightgbm_stderr_closed
 
 # LightGBM's own messages (e.g. "Saving data to binary file") go to this logger, silent unless
 # the application configures logging: library code does not print.

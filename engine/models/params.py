@@ -1,4 +1,4 @@
-"""LightGBM parameters: presets, a params.toml file, and the training device."""
+"""Model parameters: LightGBM presets, a params.toml file of any kind's parameters, and the training device."""
 
 from __future__ import annotations
 
@@ -42,6 +42,40 @@ def load_params(spec: str) -> dict:
     if bad:
         raise InputError(f"{path}: parameters must be plain values; {bad} are not")
     return {**BASE, **PRESETS[base], **doc}
+
+
+def read_params_file(path: Path) -> dict:
+    """A TOML file of plain ``name = value`` parameters."""
+    if not path.is_file():
+        raise InputError(f"--params {str(path)!r} is not a file")
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path} is not valid TOML ({exc})") from None
+    bad = [k for k, v in doc.items() if isinstance(v, (dict, list))]
+    if bad:
+        raise InputError(f"{path}: parameters must be plain values; {bad} are not")
+    return doc
+
+
+def kind_params(kind: str, spec: str | None) -> dict | None:
+    """``--params`` for a model kind: for ``lgbm`` a preset or a params.toml (:func:`load_params`,
+    the starter preset by default); for other kinds a params.toml of the kind's parameters, or None
+    (the kind's defaults). Presets are LightGBM's only."""
+    if kind == "lgbm":
+        return load_params(spec or "starter")
+    if spec is None:
+        return None
+    if spec in PRESETS:
+        raise InputError(f"--params {spec!r} is a LightGBM preset; model kind {kind!r} takes a params.toml "
+                         "of its own parameters")
+    return read_params_file(Path(spec))
+
+
+def with_options(params: dict | None, **options) -> dict | None:
+    """``params`` updated with the command-line options that were given (not None)."""
+    given = {k: v for k, v in options.items() if v is not None}
+    return {**(params or {}), **given} if given else params
 
 
 def split_rounds(params: dict) -> tuple[dict, int]:

@@ -1,33 +1,25 @@
-"""Trained models: loading a MODEL_DIR, batched predictions over a store, the target ensemble."""
+"""Trained models: loading a MODEL_DIR of any kind, batched predictions over a store, the target ensemble."""
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightgbm as lgb
 import numpy as np
 
 from eraflow.kernels import rank
 
 from ..data.eras import eras_in_range
-from ..data.store import EraStore, era_rows, era_subset_offsets, int8_to_float32, row_runs
-from ..errors import InputError, first_line
+from ..data.store import EraStore, era_rows, era_subset_offsets, row_runs
+from ..errors import InputError
 from ..evaluation.scoring import check_proportion, neutralize_columns
-from ..threads import configured_threads
-from .model_files import check_model_meta, check_model_text, damaged_file
+from .kind import DEFAULT_KIND, Fitted, meta_kind
+from .model_files import check_model_meta
 
 MODEL_JSON = "model.json"
 ENSEMBLE = "ensemble"
 PREDICT_BATCH_ROWS = 50_000
-
-
-def model_file(target: str) -> str:
-    return f"model_{target}.txt"
 
 
 def prediction_column(target: str) -> str:
@@ -37,11 +29,15 @@ def prediction_column(target: str) -> str:
 
 @dataclass(frozen=True)
 class TrainedModel:
-    """One booster per target plus model.json (features, targets, params, CV scores…)."""
+    """A fitted model per target plus model.json (kind, features, targets, settings, CV scores…)."""
 
     path: Path
     meta: dict
-    boosters: dict[str, lgb.Booster]
+    fitted: dict[str, Fitted]
+
+    @property
+    def kind(self) -> str:
+        return self.meta.get("kind", DEFAULT_KIND)
 
     @property
     def features(self) -> list[str]:
@@ -49,7 +45,7 @@ class TrainedModel:
 
     @property
     def targets(self) -> list[str]:
-        """The targets with a booster (distinct columns of the store)."""
+        """The targets with a fitted model (distinct columns of the store)."""
         return self.meta["targets"]
 
     @property
@@ -58,37 +54,8 @@ class TrainedModel:
         return self.meta.get("aliases") or {}
 
 
-@contextmanager
-def lightgbm_stderr_closed() -> Iterator[None]:
-    """Close stderr to LightGBM's C++ code inside the block: it prints fatal errors before raising
-    them, and the error becomes eraflow's own one-line message."""
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-@contextmanager
-def lightgbm_failures(what: str) -> Iterator[None]:
-    """LightGBM errors as one-line InputErrors about ``what``, its own stderr silenced."""
-    try:
-        with lightgbm_stderr_closed():
-            yield
-    except lgb.basic.LightGBMError as exc:
-        raise InputError(f"LightGBM failed on {what}: {first_line(exc)}") from None
-
-
-def predict_params() -> dict:
-    """Keyword parameters of ``Booster.predict``: ``num_threads`` when ``--threads`` is set."""
-    n = configured_threads()
-    return {"num_threads": n} if n > 0 else {}
-
-
-def _read_meta(path: Path) -> dict:
+def read_meta(path: Path) -> dict:
+    """model.json of the model directory ``path``, checked; InputError when it is missing or malformed."""
     try:
         meta = json.loads((path / MODEL_JSON).read_text())
     except FileNotFoundError:
@@ -98,25 +65,12 @@ def _read_meta(path: Path) -> dict:
     return check_model_meta(meta, path / MODEL_JSON)
 
 
-def load_booster(file: Path, features: list[str]) -> lgb.Booster:
-    """The booster in ``file``, checked first (:func:`check_model_text`) so LightGBM never reads a damaged file."""
-    try:
-        check_model_text(file.read_bytes(), file, features)
-    except FileNotFoundError:
-        raise InputError(f"{file.parent} is incomplete: {file.name} is missing") from None
-    try:
-        with lightgbm_failures(str(file)):
-            return lgb.Booster(model_file=str(file))
-    except ValueError as exc:  # the Python package's own parsing of the parameters (JSON)
-        raise damaged_file(file, str(exc)) from None
-
-
 def load_model(path: str | Path) -> TrainedModel:
-    """A model directory: model.json and one booster per target, each checked before LightGBM loads it."""
+    """A model directory: model.json and one fitted model per target, loaded by the kind it names."""
     path = Path(path)
-    meta = _read_meta(path)
-    boosters = {t: load_booster(path / model_file(t), meta["features"]) for t in meta["targets"]}
-    return TrainedModel(path, meta, boosters)
+    meta = read_meta(path)
+    kind = meta_kind(meta, path / MODEL_JSON)
+    return TrainedModel(path, meta, {t: kind.load(path, t, meta) for t in meta["targets"]})
 
 
 def feature_columns(store: EraStore, features: list[str]) -> np.ndarray:
@@ -129,19 +83,32 @@ def feature_columns(store: EraStore, features: list[str]) -> np.ndarray:
     return np.array([index[f] for f in features], dtype=np.int64)
 
 
-def predict_rows(booster: lgb.Booster, store: EraStore, era_index: np.ndarray, cols: np.ndarray,
+def era_blocks(offsets: np.ndarray, era_index: np.ndarray, batch_rows: int = PREDICT_BATCH_ROWS):
+    """Groups of consecutive eras of ``era_index`` holding at most ``batch_rows`` rows (an era larger
+    than that is a group of its own)."""
+    sizes = np.diff(offsets)[era_index]
+    group, rows = [], 0
+    for k, n in zip(era_index.tolist(), sizes.tolist()):
+        if group and rows + n > batch_rows:
+            yield np.array(group, dtype=np.int64)
+            group, rows = [], 0
+        group.append(k)
+        rows += n
+    if group:
+        yield np.array(group, dtype=np.int64)
+
+
+def predict_rows(fitted: Fitted, store: EraStore, era_index: np.ndarray, cols: np.ndarray,
                  batch_rows: int = PREDICT_BATCH_ROWS) -> np.ndarray:
-    """Predictions for the rows of the given eras, in store order; one float32 block at a time."""
-    runs = row_runs(store.offsets, era_index)
-    out = np.empty(sum(hi - lo for lo, hi in runs), dtype=np.float64)
+    """Predictions of one fitted model for the rows of the given eras, in store order, a block of
+    whole eras (int8) at a time."""
+    era_index = np.asarray(era_index, dtype=np.int64)
+    out = np.empty(int(np.diff(store.offsets)[era_index].sum()), dtype=np.float64)
     done = 0
-    kwargs = predict_params()
-    for lo, hi in runs:
-        for start in range(lo, hi, batch_rows):
-            block = int8_to_float32(store.features[start:min(start + batch_rows, hi)][:, cols])
-            with lightgbm_failures("the model's predictions"):
-                out[done:done + len(block)] = booster.predict(block, **kwargs)
-            done += len(block)
+    for group in era_blocks(store.offsets, era_index, batch_rows):
+        block = np.concatenate([store.features[lo:hi][:, cols] for lo, hi in row_runs(store.offsets, group)])
+        out[done:done + len(block)] = fitted.predict(block, era_subset_offsets(store.offsets, group))
+        done += len(block)
     return out
 
 
@@ -169,7 +136,7 @@ def predict_model(model: TrainedModel, store: EraStore, era_index: np.ndarray | 
     """
     era_index = np.arange(store.n_eras) if era_index is None else np.asarray(era_index)
     cols = feature_columns(store, model.features)
-    preds = {prediction_column(t): predict_rows(b, store, era_index, cols) for t, b in model.boosters.items()}
+    preds = {prediction_column(t): predict_rows(f, store, era_index, cols) for t, f in model.fitted.items()}
     if len(model.targets) > 1:
         stacked = np.column_stack(list(preds.values()))
         offsets = era_subset_offsets(store.offsets, era_index)

@@ -1,6 +1,7 @@
-"""LightGBM training straight from a store: era CV with embargo, early stopping on per-era corr.
+"""Training straight from a store, for every kind of model: era CV with embargo, early stopping
+on per-era corr (kinds that boost), out-of-fold predictions.
 
-For each target:
+For each target (the kind, :mod:`~eraflow.engine.models.kind`, fits each model):
 1. training eras = the chosen eras with any target value, minus validation eras and the
    embargo before them; rows without a target get weight 0;
 2. with ``cv`` folds (engine.cv): train on each fold's training eras, stop early on the mean
@@ -26,11 +27,9 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import lightgbm as lgb
 import numpy as np
 import pyarrow as pa
 
@@ -39,20 +38,17 @@ from eraflow.kernels import numerai_corr
 from ..atomic import atomic_write_parquet, atomic_writer_path, replace_dir
 from ..data.eras import eras_in_range
 from ..data.store import EraStore, era_rows, era_subset_offsets, row_runs
-from ..errors import InputError, first_line
+from ..errors import InputError
 from ..evaluation.ledger import Run
 from ..evaluation.metrics import score_summary
 from ..notices import warn
 from ..outputs import check_output_dir, translates_write_errors
 from ..version import eraflow_version
 from .cv import default_embargo, era_splits
-from .lgb_data import store_dataset
-from .params import device_params, load_params, split_rounds, with_threads
+from .kind import DEFAULT_KIND, MODEL_FORMAT, FitData, Fitted, Kind, get_kind
 from .predict import (
     ENSEMBLE,
     MODEL_JSON,
-    lightgbm_stderr_closed,
-    model_file,
     predict_rows,
     prediction_column,
     rank_ensemble,
@@ -68,7 +64,8 @@ class TrainConfig:
     targets: tuple[str, ...] = ("target",)
     feature_set: str | None = None
     features: tuple[str, ...] | None = None
-    params: dict = field(default_factory=lambda: load_params("starter"))
+    kind: str = DEFAULT_KIND
+    params: dict | None = None  # the kind's parameters (None: its defaults; lgbm's: the starter preset)
     cv: int = 0
     embargo: int | None = None
     cv_mode: str = "expanding"
@@ -141,50 +138,6 @@ def _rows_target(store: EraStore, era_index: np.ndarray, t_col: int) -> np.ndarr
     return np.concatenate([store.targets[lo:hi, t_col] for lo, hi in row_runs(store.offsets, era_index)])
 
 
-def era_corr_metric(target: np.ndarray, offsets: np.ndarray):
-    """LightGBM feval: mean over eras of numerai_corr(preds, target) (higher is better)."""
-    def era_corr(preds, _dataset):
-        return "era_corr", float(np.nanmean(numerai_corr(preds, target, offsets))), True
-    return era_corr
-
-
-def probe_params(params: dict) -> None:
-    """Train one round on a tiny random set with ``params`` (device included): bad parameters and
-    missing devices fail here, in a second, with a clear message."""
-    x = np.random.default_rng(0).random((64, 2))
-    with lightgbm_errors():
-        lgb.train({**params, "min_data_in_leaf": 1, "min_data_in_bin": 1}, lgb.Dataset(x, x[:, 0]), 1)
-
-
-def resolve_device(device: str, params: dict) -> str:
-    """``auto`` → ``gpu`` when LightGBM's OpenCL learner finds a device, else ``cpu``; checks ``params``."""
-    device_params(device)
-    if device == "auto":
-        try:
-            probe_params({**params, "device_type": "gpu"})
-            return "gpu"
-        except InputError:
-            device = "cpu"
-    probe_params({**params, "device_type": device})
-    return device
-
-
-@contextmanager
-def lightgbm_errors():
-    """LightGBM's errors, its own stderr silenced, turned into advice."""
-    try:
-        with lightgbm_stderr_closed():
-            yield
-    except lgb.basic.LightGBMError as exc:
-        msg = first_line(exc)
-        if "CUDA Tree Learner was not enabled" in msg:
-            raise InputError("--device cuda needs LightGBM built with CUDA: run `make lightgbm-cuda`") from None
-        if "OpenCL" in msg or "GPU Tree Learner was not enabled" in msg:
-            raise InputError(f"--device gpu: LightGBM's OpenCL learner cannot run here ({msg}); "
-                             "use --device cpu or --device auto") from None
-        raise InputError(f"LightGBM refused the parameters: {msg}") from None
-
-
 @dataclass(frozen=True)
 class TrainStatus:
     """Where a training stands, for progress displays: sent when a model starts, after each of its
@@ -209,19 +162,18 @@ StatusCallback = Callable[[TrainStatus], None]
 
 
 class _ModelRounds:
-    """LightGBM callback following one model's rounds and the corr its early stopping watches."""
+    """A :class:`~eraflow.engine.models.kind.Tracker` following one model's rounds and the corr its
+    early stopping watches."""
 
     def __init__(self, counter: RoundCounter, target: str, model: str, rounds: int, train_eras: int, stop_eras: int):
-        self.order = 20  # before lgb.early_stopping (30), which ends training by raising
         self.counter, self.target, self.model, self.rounds = counter, target, model, rounds
         self.train_eras, self.stop_eras = train_eras, stop_eras
         self.round, self.best_round = 0, 0
         self.corr: float | None = None
         self.best_corr: float | None = None
 
-    def __call__(self, env) -> None:
-        self.round = env.iteration - env.begin_iteration + 1
-        self.corr = next((float(r[2]) for r in env.evaluation_result_list if r[1] == "era_corr"), None)
+    def step(self, round: int, corr: float | None) -> None:
+        self.round, self.corr = round, corr
         if self.corr is not None and (self.best_corr is None or self.corr > self.best_corr):
             self.best_corr, self.best_round = self.corr, self.round
         self.counter.report(self, "round", 1)
@@ -242,10 +194,13 @@ class RoundCounter:
         self.report(tracker, "start", 0)
         return tracker
 
-    def end(self, tracker: _ModelRounds, booster: lgb.Booster) -> None:
+    def end(self, tracker: _ModelRounds, fitted: Fitted) -> None:
+        if tracker.round == 0:  # a kind that reports no rounds: its whole fit is one step
+            tracker.round = tracker.rounds
+            self.report(tracker, "round", tracker.rounds)
         self.total -= tracker.rounds - tracker.round
-        if booster.best_iteration:
-            tracker.best_round = booster.best_iteration
+        if fitted.rounds:
+            tracker.best_round = fitted.rounds
         self.report(tracker, "end", 0)
 
     def report(self, m: _ModelRounds, event: str, advance: int) -> None:
@@ -256,49 +211,6 @@ class RoundCounter:
             self.status(TrainStatus(event, m.target, m.model, m.round, m.rounds, m.train_eras, m.stop_eras, m.corr,
                                     m.best_corr, m.best_round, self.done, self.total,
                                     time.perf_counter() - self.started))
-
-
-@dataclass(frozen=True)
-class Fit:
-    """A trained booster and, with early-stopping eras, its predictions of them and their per-era corr."""
-
-    booster: lgb.Booster
-    preds: np.ndarray | None = None
-    corr: np.ndarray | None = None
-
-
-def fit_booster(store: EraStore, train_eras: np.ndarray, valid_eras: np.ndarray | None, cols: np.ndarray,
-                target: str, params: dict, rounds: int, stopping: int, callbacks: tuple = ()) -> Fit:
-    """Train on ``train_eras``; with ``valid_eras`` stop early on their per-era corr.
-
-    ``callbacks`` are LightGBM callbacks (a :class:`RoundCounter`'s tracker). Returns the booster
-    and, with ``valid_eras``, its predictions of them (store order) and their per-era corr.
-    """
-    t_col = store.target_names.index(target)
-    y = _rows_target(store, train_eras, t_col)
-    label, weight = np.nan_to_num(y, nan=0.5), np.isfinite(y).astype(np.float64)
-    train = store_dataset(store, train_eras, cols, label, params)
-    train.set_weight(weight)
-    if valid_eras is None:
-        return Fit(lgb.train(params, train, rounds, callbacks=list(callbacks)))
-    yv = _rows_target(store, valid_eras, t_col)
-    valid = store_dataset(store, valid_eras, cols, np.nan_to_num(yv, nan=0.5), params, reference=train)
-    offsets = era_subset_offsets(store.offsets, valid_eras)
-    booster = lgb.train(params, train, rounds, valid_sets=[valid], valid_names=["valid"],
-                         feval=era_corr_metric(yv, offsets),
-                         callbacks=[*callbacks, lgb.early_stopping(stopping, verbose=False)])
-    preds = predict_rows(booster, store, valid_eras, cols)
-    return Fit(booster, preds, numerai_corr(preds, yv, offsets))
-
-
-def _fit_counted(counter: RoundCounter, model: str, store: EraStore, train_eras: np.ndarray,
-                 valid_eras: np.ndarray | None, cols: np.ndarray, target: str, params: dict, rounds: int,
-                 stopping: int) -> Fit:
-    """:func:`fit_booster` with its rounds reported through ``counter``."""
-    tracker = counter.start(target, model, rounds, len(train_eras), 0 if valid_eras is None else len(valid_eras))
-    fit = fit_booster(store, train_eras, valid_eras, cols, target, params, rounds, stopping, (tracker,))
-    counter.end(tracker, fit.booster)
-    return fit
 
 
 @dataclass
@@ -313,6 +225,7 @@ class TrainResult:
     seconds: float
     aliases: dict = field(default_factory=dict)  # duplicate target → the trained target with its values
     ensemble: dict = field(default_factory=dict)  # {"targets", "scored_on", "cv"?, "valid"?} with several targets
+    settings: dict = field(default_factory=dict)  # the kind's settings
 
 
 def _split_eras(store: EraStore, config: TrainConfig, t_col: int, embargo: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -346,23 +259,61 @@ def cv_splits(store: EraStore, train: np.ndarray, n_splits: int, embargo: int,
     return folds
 
 
-def _cross_validate(store, config, target, train, cols, params, rounds, embargo, counter):
-    """Out-of-fold predictions of ``train`` eras, fold summaries with per-era corr, and the median best round."""
+@dataclass(frozen=True)
+class Fit:
+    """A fitted model and, with held-out eras, its predictions of them and their per-era corr."""
+
+    model: Fitted
+    preds: np.ndarray | None = None
+    corr: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Fitter:
+    """Fits of one training: the kind and its settings, the features, the counter of rounds."""
+
+    store: EraStore
+    kind: Kind
+    settings: dict
+    cols: np.ndarray
+    config: TrainConfig
+    device: str
+    counter: RoundCounter
+
+    def fit(self, label: str, target: str, train: np.ndarray, held: np.ndarray | None, embargo: int,
+            rounds: int | None = None) -> Fit:
+        """Fit on ``train`` eras, stopping early on ``held`` eras (when the kind can), which it then predicts."""
+        data = FitData(self.store, train, self.cols, target, held, self.device, self.config.seed, embargo,
+                       self.config.early_stopping_rounds)
+        most = rounds or self.kind.max_rounds(self.settings)
+        tracker = self.counter.start(target, label, most, len(train), 0 if held is None else len(held))
+        model = self.kind.fit(data, self.settings, rounds, tracker)
+        self.counter.end(tracker, model)
+        if held is None:
+            return Fit(model)
+        preds = predict_rows(model, self.store, held, self.cols)
+        return Fit(model, preds, numerai_corr(preds, data.target_values(held),
+                                              era_subset_offsets(self.store.offsets, held)))
+
+
+def _cross_validate(fitter: Fitter, target: str, train: np.ndarray, embargo: int):
+    """Out-of-fold predictions of ``train`` eras, fold summaries with per-era corr, and the median
+    best round (None for a kind without rounds)."""
+    store, config = fitter.store, fitter.config
     splits = cv_splits(store, train, config.cv, embargo, config.cv_mode)
     oof = {}
     folds, best, per_era, tested = [], [], [], []
     for i, (tr, te) in enumerate(splits):
-        fit = _fit_counted(counter, f"fold {i + 1}/{len(splits)}", store, tr, te, cols, target, params, rounds,
-                           config.early_stopping_rounds)
+        fit = fitter.fit(f"fold {i + 1}/{len(splits)}", target, tr, te, embargo)
         oof.update(zip(te.tolist(), np.split(fit.preds, np.cumsum(np.diff(store.offsets)[te])[:-1])))
-        best.append(fit.booster.best_iteration or rounds)
+        best.append(fit.model.rounds)
         per_era.append(fit.corr)
         tested += [store.eras[k] for k in te]
         folds.append({"fold": i, "test_eras": [store.eras[te[0]], store.eras[te[-1]]], "train_eras": len(tr),
                       "best_round": best[-1], **score_summary(fit.corr)})
     scores = np.concatenate(per_era)
     report = {"folds": folds, "overall": score_summary(scores), "per_era": dict(zip(tested, scores.tolist()))}
-    return oof, report, int(np.median(best))
+    return oof, report, None if None in best else int(np.median(best))
 
 
 def _check_config(config: TrainConfig) -> None:
@@ -403,16 +354,17 @@ def train_models(store: EraStore, out_dir: str | Path, config: TrainConfig, comm
     weights = _trained_weights(config, chosen, aliases)
     _warn_duplicates(aliases)
     names, cols = feature_selection(store, config)
-    base, max_rounds = split_rounds(config.params)
-    base = with_threads(base)
-    device = resolve_device(config.device, base)
-    params = {**base, **device_params(device), "seed": config.seed}
-    counter = RoundCounter(len(targets) * (config.cv + 1), max_rounds, progress, status)
+    kind = get_kind(config.kind)
+    settings = kind.check_settings(config.params)
+    device = kind.resolve_device(config.device, settings)
+    counter = RoundCounter(len(targets) * (config.cv + 1), kind.max_rounds(settings), progress, status)
+    fitter = Fitter(store, kind, settings, cols, config, device, counter)
     tmp = atomic_writer_path(out_dir)
     tmp.mkdir(parents=True)
     cv_report, valid_report, rounds_used, oof_columns, valid_fits = {}, {}, {}, {}, {}
     train_labels: dict[str, list[str]] = {}  # eras each target's final model trained on, and stopped early on
     stopping_labels: dict[str, list[str]] = {}
+    fitted_info: dict[str, dict] = {}  # what each kind records of its fits (V3X: blocks, meta-model eras)
     try:
         for target in targets:
             t_col = store.target_names.index(target)
@@ -422,26 +374,25 @@ def train_models(store: EraStore, out_dir: str | Path, config: TrainConfig, comm
                 raise InputError(f"no training eras with {target} values left; check --train-eras/--valid-eras")
             train_labels[target] = [store.eras[k] for k in train]
             stopping_labels[target] = [] if valid is None else [store.eras[k] for k in valid]
-            rounds = max_rounds
+            rounds = None
             if config.cv:
-                oof_columns[target], cv_report[target], rounds = _cross_validate(
-                    store, config, target, train, cols, params, max_rounds, embargo, counter)
-            fit = _fit_counted(counter, "final", store, train, valid, cols, target, params, rounds,
-                               config.early_stopping_rounds)
+                oof_columns[target], cv_report[target], rounds = _cross_validate(fitter, target, train, embargo)
+            fit = fitter.fit("final", target, train, valid, embargo, rounds)
             if fit.corr is not None:
                 valid_report[target] = score_summary(fit.corr)
                 valid_fits[target] = (valid, fit)
-            rounds_used[target] = fit.booster.best_iteration or fit.booster.current_iteration()
-            with lightgbm_stderr_closed():
-                fit.booster.save_model(str(tmp / model_file(target)), num_iteration=rounds_used[target])
+            rounds_used[target] = fit.model.rounds
+            fit.model.save(tmp, target)
+            if info := fit.model.describe():
+                fitted_info[target] = info
         ensemble = _ensemble_report(store, config, targets, weights, cols, valid_fits)
         if oof_columns:
             eras, columns = _oof_columns(store, oof_columns, weights)
             _write_oof(store, tmp / "oof.parquet", eras, with_aliases(columns, aliases))
             if ENSEMBLE in columns:
                 ensemble["cv"] = _score(store, eras, columns[ENSEMBLE], ensemble["scored_on"])
-        meta = {"features": names, "targets": targets, "aliases": aliases,
-                "params": {**params, "n_estimators": max_rounds},
+        meta = {"format": MODEL_FORMAT, "kind": kind.name, "features": names, "targets": targets,
+                "aliases": aliases, "params": settings, "fitted": fitted_info,
                 "rounds": rounds_used, "device": device, "store": str(store.path.resolve()),
                 "store_fingerprint": store.fingerprint, "config": {**asdict(config), "params": None},
                 "train_eras": train_labels, "stopping_eras": stopping_labels,
@@ -454,7 +405,7 @@ def train_models(store: EraStore, out_dir: str | Path, config: TrainConfig, comm
         raise
     _warn_optimistic(config)
     return TrainResult(out_dir, targets, names, cv_report, valid_report, rounds_used, device,
-                       time.perf_counter() - started, aliases, ensemble)
+                       time.perf_counter() - started, aliases, ensemble, settings)
 
 
 def ensemble_target(store: EraStore, targets: list[str]) -> str:
@@ -484,7 +435,7 @@ def _ensemble_report(store: EraStore, config: TrainConfig, targets: list[str], w
     eras = _labeled(store, _era_indices(store, config.valid_eras), store.target_names.index(scored_on))
     if eras.size == 0:
         return report
-    columns = [fit.preds if np.array_equal(valid, eras) else predict_rows(fit.booster, store, eras, cols)
+    columns = [fit.preds if np.array_equal(valid, eras) else predict_rows(fit.model, store, eras, cols)
                for valid, fit in (valid_fits[t] for t in targets)]
     offsets = era_subset_offsets(store.offsets, eras)
     report["valid"] = _score(store, eras, rank_ensemble(np.column_stack(columns), offsets, weights), scored_on)
@@ -517,7 +468,7 @@ def training_run(result: TrainResult, store: EraStore, config: TrainConfig, comm
                **{f"valid_{t}": s for t, s in result.valid.items()},
                **{f"{k}_ensemble": result.ensemble[k] for k in ("cv", "valid") if k in result.ensemble}}
     per_era = [("oof", t, era, corr) for t, r in result.cv.items() for era, corr in r["per_era"].items()]
-    params = {**config.params, "cv": config.cv, "cv_mode": config.cv_mode, "embargo": config.embargo,
+    params = {**result.settings, "kind": config.kind, "cv": config.cv, "cv_mode": config.cv_mode, "embargo": config.embargo,
               "era_step": config.era_step, "device": result.device, "rounds": result.rounds,
               "aliases": result.aliases}
     return Run("train", command, params, store.fingerprint, result.targets, result.features, metrics,

@@ -1,14 +1,15 @@
 """The model Numerai runs for you: ``predict(live_features, live_benchmark_models) -> DataFrame``.
 
 Numerai's model upload calls a cloudpickled function in an environment with numpy, pandas and
-lightgbm but not eraflow, so this module imports nothing else and is pickled by value
-(:func:`eraflow.engine.numerai.export.export_model`). It repeats what ``eraflow live`` does, in
-pandas/NumPy per era:
+the model libraries but not eraflow, so this module imports nothing else and is pickled by value
+(:func:`eraflow.engine.numerai.export.export_model`), with the model's portable predictors
+(:mod:`eraflow.engine.models.portable`). It repeats what ``eraflow live`` does, in pandas/NumPy
+per era:
 
 0. feature values as codes 0..4, as ``eraflow ingest`` reads them: float columns whose values are
    all ≤ 1 are quarters (0, .25, … 1, older Numerai files) and are scaled ×4; NaN is missing; any
    other value is a ValueError naming the column;
-1. each target's booster on the features (missing values NaN, as LightGBM saw them in training);
+1. each target's portable predictor on the features (codes, missing values NaN);
 2. with several targets, the rank average ``Σ_j w_j · rank(x_j) / Σ_j w_j``;
 3. optionally ``x − proportion · F1 β``, ``β = lstsq([F, 1], x, rcond=1e-6)`` with missing
    feature values read as 2 (numerai-tools' neutralize, eraflow's convention for missing codes);
@@ -17,7 +18,6 @@ pandas/NumPy per era:
 
 from __future__ import annotations
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
@@ -67,9 +67,9 @@ def neutralized(x: np.ndarray, features: np.ndarray, proportion: float) -> np.nd
 class LivePredictor:
     """A trained eraflow model with its post-processing, callable as Numerai's ``predict``."""
 
-    def __init__(self, models: dict[str, str], features: list[str], weights: list[float] | None, column: str,
+    def __init__(self, models: dict, features: list[str], weights: list[float] | None, column: str,
                  proportion: float | None, neutral_features: list[str]):
-        self.models = models  # target → LightGBM model text
+        self.models = models  # target → portable predictor: predict(codes, era codes) → values
         self.features = features
         self.weights = weights
         self.column = column
@@ -82,9 +82,10 @@ class LivePredictor:
         columns = list(dict.fromkeys(self.features + (self.neutral_features if self.proportion is not None else [])))
         codes = feature_codes(frame, columns)
         position = {c: i for i, c in enumerate(columns)}
-        x = codes[:, [position[c] for c in self.features]].astype(np.float32)
-        outputs = {f"pred_{t}": pd.Series(lgb.Booster(model_str=text).predict(x), index=frame.index)
-                   for t, text in self.models.items()}
+        x = codes[:, [position[c] for c in self.features]]
+        era_codes = pd.factorize(eras.to_numpy())[0]
+        outputs = {f"pred_{t}": pd.Series(model.predict(x, era_codes), index=frame.index)
+                   for t, model in self.models.items()}
         if len(outputs) > 1:
             weights = np.ones(len(outputs)) if self.weights is None else np.asarray(self.weights, dtype=np.float64)
             ranked = np.column_stack([era_ranks(s, eras) for s in outputs.values()])

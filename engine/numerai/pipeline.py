@@ -37,8 +37,9 @@ from ..evaluation.evaluate import EvaluateOptions, evaluate_predictions, evaluat
 from ..evaluation.ledger import record_run
 from ..evaluation.predictions import write_predictions
 from ..evaluation.report import write_report
-from ..models.params import DEVICES, PRESETS, load_params
-from ..models.predict import MODEL_JSON, load_model, model_file
+from ..models.kind import DEFAULT_KIND, TRAINABLE, get_kind
+from ..models.params import DEVICES, PRESETS, kind_params
+from ..models.predict import MODEL_JSON, load_model
 from ..models.train import TrainConfig, train_models, training_run
 from ..notices import warn
 from .live import Postprocess, default_column, live_predictions, predict_submitted, set_postprocess, write_submission
@@ -63,7 +64,7 @@ SCHEMA: dict[str, dict[str, object]] = {
              "targets": int, "validation_eras": int, "seed": int, "version": str, "directory": str,
              "train": str, "validation": str, "live": str, "features_json": str, "meta_model": str, "benchmark": str},
     "ingest": {"feature_set": str, "targets": list},
-    "train": {"targets": list, "params": str, "feature_set": str, "cv": int, "cv_mode": ("expanding", "blocked"),
+    "train": {"model": tuple(TRAINABLE), "targets": list, "params": str, "feature_set": str, "cv": int, "cv_mode": ("expanding", "blocked"),
               "device": DEVICES, "train_eras": str, "valid_eras": str, "seed": int, "early_stopping": int,
               "era_step": int},
     "postprocess": {"column": str, "neutralize": float, "feature_set": str},
@@ -228,11 +229,13 @@ def load_pipeline(path: str | Path) -> Pipeline:
     if "data" not in config:
         raise InputError(f"{path.name} needs a [data] section")
     check_config(config, path)
-    params = config.get("train", {}).get("params", "starter")
-    if params not in PRESETS:
+    train = config.get("train", {})
+    params = train.get("params")
+    if params is not None and params not in PRESETS:
         local = path.parent / params
-        config.setdefault("train", {})["params"] = str(local if local.exists() else params)
-        load_params(config["train"]["params"])  # a bad parameter file fails now, before any work
+        train["params"] = str(local if local.exists() else params)
+    kind = train.get("model", DEFAULT_KIND)
+    get_kind(kind).check_settings(kind_params(kind, train.get("params")))  # a bad parameter fails now, before any work
     return Pipeline(path, config, Path(os.path.normpath(path.parent / config.get("workdir", path.stem))))
 
 
@@ -252,16 +255,17 @@ def files_identity(paths: list[Path]) -> str | None:
 
 
 def model_identity(model_dir: Path) -> str | None:
-    """What a training left: model.json's ``created`` stamp and each booster file's size and mtime.
+    """What a training left: model.json's ``created`` stamp and the size and mtime of every other file
+    of the model directory (the fitted models of any kind, out-of-fold predictions).
 
     model.json's own mtime is left out: post-processing rewrites it without retraining.
     """
     try:
         meta = json.loads((model_dir / MODEL_JSON).read_text())
-        boosters = files_identity([model_dir / model_file(t) for t in meta["targets"]])
+        files = files_identity(sorted(p for p in model_dir.rglob("*") if p.is_file() and p.name != MODEL_JSON))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return fingerprint(meta.get("created"), boosters) if boosters else None
+    return fingerprint(meta.get("created"), files) if files and isinstance(meta, dict) else None
 
 
 def postprocess_identity(model_dir: Path) -> str | None:
@@ -365,7 +369,7 @@ def run_pipeline(path: str | Path, client_factory: Callable | None = None,
             sources, store_dir, IngestOptions(feature_set=ingest.get("feature_set"), features_json=features_json,
                                               targets=tuple(ingest.get("targets", ("target*",)))), progress=progress))
     train = pipe.section("train")
-    params = load_params(train.get("params", "starter"))  # a parameter file's content, not only its name
+    params = kind_params(train.get("model", DEFAULT_KIND), train.get("params"))  # a file's content, not only its name
     train_fp = run.step("train", fingerprint(train, params, ingest_fp), lambda: model_identity(model_dir),
                         lambda: _train(pipe, store_dir, model_dir, params, command, ledger, progress, status))
     post = pipe.section("postprocess")
@@ -438,11 +442,11 @@ def _client(client_factory: Callable | None, auth: bool):
     return numerai_client(load_credentials(required=auth))
 
 
-def _train(pipe: Pipeline, store_dir: Path, model_dir: Path, params: dict, command: str, ledger,
+def _train(pipe: Pipeline, store_dir: Path, model_dir: Path, params: dict | None, command: str, ledger,
            progress: Progress | None, status: Callable | None) -> None:
     train = pipe.section("train")
     config = TrainConfig(targets=tuple(train.get("targets", ("target",))), feature_set=train.get("feature_set"),
-                         params=params, cv=train.get("cv", 0),
+                         kind=train.get("model", DEFAULT_KIND), params=params, cv=train.get("cv", 0),
                          cv_mode=train.get("cv_mode", "expanding"), train_eras=train.get("train_eras"),
                          valid_eras=train.get("valid_eras"), device=train.get("device", "cpu"),
                          seed=train.get("seed", 0), early_stopping_rounds=train.get("early_stopping", 100),

@@ -1,0 +1,166 @@
+"""Kind ``lgbm``: one LightGBM booster per target, trained from the store's cached binary Dataset.
+
+Settings are LightGBM parameters (a preset or a params.toml, :mod:`~eraflow.engine.models.params`);
+with stopping eras, training stops early on their mean per-era numerai_corr. The booster is
+saved as ``model_<target>.txt`` (LightGBM's text format), checked before LightGBM reads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+
+from eraflow.kernels import numerai_corr
+
+from ..data.store import EraStore, era_subset_offsets, int8_to_float32
+from ..errors import InputError
+from .kind import FitData, Tracker
+from .lgb_data import store_dataset
+from .lgb_errors import lightgbm_errors, lightgbm_failures, lightgbm_stderr_closed, predict_params
+from .model_files import check_model_text, damaged_file
+from .params import device_params, load_params, split_rounds, with_threads
+from .portable.boosters import LightGBMText
+
+
+def model_file(target: str) -> str:
+    return f"model_{target}.txt"
+
+
+def era_corr_metric(target: np.ndarray, offsets: np.ndarray):
+    """LightGBM feval: mean over eras of numerai_corr(preds, target) (higher is better)."""
+    def era_corr(preds, _dataset):
+        return "era_corr", float(np.nanmean(numerai_corr(preds, target, offsets))), True
+    return era_corr
+
+
+def probe_params(params: dict) -> None:
+    """Train one round on a tiny random set with ``params`` (device included): bad parameters and
+    missing devices fail here, in a second, with a clear message."""
+    x = np.random.default_rng(0).random((64, 2))
+    with lightgbm_errors():
+        lgb.train({**params, "min_data_in_leaf": 1, "min_data_in_bin": 1}, lgb.Dataset(x, x[:, 0]), 1)
+
+
+def resolve_lightgbm_device(device: str, params: dict) -> str:
+    """``auto`` → ``gpu`` when LightGBM's OpenCL learner finds a device, else ``cpu``; checks ``params``."""
+    device_params(device)
+    if device == "auto":
+        try:
+            probe_params({**params, "device_type": "gpu"})
+            return "gpu"
+        except InputError:
+            device = "cpu"
+    probe_params({**params, "device_type": device})
+    return device
+
+
+class LightGBMSteps:
+    """LightGBM callback telling a :class:`~eraflow.engine.models.kind.Tracker` of each round."""
+
+    order = 20  # before lgb.early_stopping (30), which ends training by raising
+
+    def __init__(self, tracker: Tracker):
+        self.tracker = tracker
+
+    def __call__(self, env) -> None:
+        corr = next((float(r[2]) for r in env.evaluation_result_list if r[1] == "era_corr"), None)
+        self.tracker.step(env.iteration - env.begin_iteration + 1, corr)
+
+
+def train_booster(store: EraStore, train_eras: np.ndarray, valid_eras: np.ndarray | None, cols: np.ndarray,
+                  label: np.ndarray, weight: np.ndarray, valid_label: np.ndarray | None, params: dict, rounds: int,
+                  stopping: int, callbacks: tuple = ()) -> lgb.Booster:
+    """Train on ``train_eras``; with ``valid_eras`` stop early on their per-era corr."""
+    train = store_dataset(store, train_eras, cols, label, params)
+    train.set_weight(weight)
+    if valid_eras is None:
+        return lgb.train(params, train, rounds, callbacks=list(callbacks))
+    valid = store_dataset(store, valid_eras, cols, np.nan_to_num(valid_label, nan=0.5), params, reference=train)
+    offsets = era_subset_offsets(store.offsets, valid_eras)
+    return lgb.train(params, train, rounds, valid_sets=[valid], valid_names=["valid"],
+                     feval=era_corr_metric(valid_label, offsets),
+                     callbacks=[*callbacks, lgb.early_stopping(stopping, verbose=False)])
+
+
+@dataclass
+class LightGBMModel:
+    """A fitted LightGBM booster; ``rounds``: the rounds it predicts with (best, when it stopped early)."""
+
+    booster: lgb.Booster
+    rounds: int | None = None
+
+    def __post_init__(self):
+        if self.rounds is None:
+            self.rounds = self.booster.best_iteration or self.booster.current_iteration()
+
+    def predict(self, x: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        with lightgbm_failures("the model's predictions"):
+            return self.booster.predict(int8_to_float32(x), num_iteration=self.rounds, **predict_params())
+
+    def save(self, model_dir: Path, target: str) -> None:
+        with lightgbm_stderr_closed():
+            self.booster.save_model(str(model_dir / model_file(target)), num_iteration=self.rounds)
+
+    def portable(self) -> LightGBMText:
+        return LightGBMText(self.booster.model_to_string(num_iteration=self.rounds))
+
+    def importance(self) -> np.ndarray:
+        return self.booster.feature_importance("gain", iteration=self.rounds)
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        """Per-row, per-feature contributions (SHAP values; the bias column dropped)."""
+        return self.booster.predict(int8_to_float32(x), num_iteration=self.rounds, pred_contrib=True)[:, :-1]
+
+    def describe(self) -> dict:
+        return {}
+
+
+def load_booster(file: Path, features: list[str]) -> lgb.Booster:
+    """The booster in ``file``, checked first (:func:`check_model_text`) so LightGBM never reads a damaged file."""
+    try:
+        check_model_text(file.read_bytes(), file, features)
+    except FileNotFoundError:
+        raise InputError(f"{file.parent} is incomplete: {file.name} is missing") from None
+    try:
+        with lightgbm_failures(str(file)):
+            return lgb.Booster(model_file=str(file))
+    except ValueError as exc:  # the Python package's own parsing of the parameters (JSON)
+        raise damaged_file(file, str(exc)) from None
+
+
+class LightGBMKind:
+    """LightGBM gradient boosting (``boosting`` from the settings; ``gbdt`` by default)."""
+
+    name = "lgbm"
+    preset = "starter"  # settings when --params is not given
+
+    def check_settings(self, params: dict | None) -> dict:
+        return dict(load_params(self.preset) if params is None else params)
+
+    def resolve_device(self, device: str, settings: dict) -> str:
+        return resolve_lightgbm_device(device, with_threads(split_rounds(settings)[0]))
+
+    def max_rounds(self, settings: dict) -> int:
+        return split_rounds(settings)[1]
+
+    def train_params(self, data: FitData, settings: dict) -> dict:
+        """LightGBM's parameters for a fit: the settings less the rounds, with threads, device and seed."""
+        return {**with_threads(split_rounds(settings)[0]), **device_params(data.device), "seed": data.seed}
+
+    def fit(self, data: FitData, settings: dict, rounds: int | None, tracker: Tracker | None) -> LightGBMModel:
+        label, weight = data.labels(data.train_eras)
+        valid_label = None if data.stop_eras is None else data.target_values(data.stop_eras)
+        with lightgbm_errors():
+            booster = train_booster(data.store, data.train_eras, data.stop_eras, data.cols, label, weight,
+                                    valid_label, self.train_params(data, settings), rounds or self.max_rounds(settings),
+                                    data.early_stopping, (LightGBMSteps(tracker),) if tracker else ())
+        return LightGBMModel(booster)
+
+    def load(self, model_dir: Path, target: str, meta: dict) -> LightGBMModel:
+        return LightGBMModel(load_booster(model_dir / model_file(target), meta["features"]))
+
+
+KIND = LightGBMKind()
