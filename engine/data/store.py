@@ -503,3 +503,13 @@ class StoreView:
         for r0 in range(start, stop, batch_rows):
             block = self.store.features[base + r0: base + min(r0 + batch_rows, stop)]
             yield int8_to_float32(block if col_idx is None else block[:, col_idx])
+
+
+def read_codes(store: EraStore, lo: int, hi: int, cols: np.ndarray) -> np.ndarray:
+    """Rows ``lo:hi`` of the store's int8 codes, columns ``cols``, C-contiguous. ``np.take`` (or a
+    slice for a run of columns): indexing the memmap ``[:, cols]`` was ~20× slower (4 s for
+    32768 × 2376)."""
+    block = store.features[lo:hi]
+    if len(cols) and cols[-1] - cols[0] + 1 == len(cols) and (np.diff(cols) == 1).all():
+        return np.array(block[:, cols[0]:cols[-1] + 1])
+    return np.asarray(np.take(block, cols, axis=1))

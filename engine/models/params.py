@@ -52,10 +52,17 @@ def read_params_file(path: Path) -> dict:
         doc = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path} is not valid TOML ({exc})") from None
-    bad = [k for k, v in doc.items() if isinstance(v, (dict, list))]
+    bad = [k for k, v in doc.items() if not is_plain(v)]
     if bad:
-        raise InputError(f"{path}: parameters must be plain values; {bad} are not")
+        raise InputError(f"{path}: parameters must be plain values or lists of them; {bad} are not")
     return doc
+
+
+def is_plain(value) -> bool:
+    """A number, string or boolean, or a list of them (``alphas = [0.1, 1.0]``)."""
+    if isinstance(value, list):
+        return all(not isinstance(v, (dict, list)) for v in value)
+    return not isinstance(value, dict)
 
 
 def kind_params(kind: str, spec: str | None) -> dict | None:

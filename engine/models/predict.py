@@ -11,7 +11,7 @@ import numpy as np
 from eraflow.kernels import rank
 
 from ..data.eras import eras_in_range
-from ..data.store import EraStore, era_rows, era_subset_offsets, row_runs
+from ..data.store import EraStore, era_rows, era_subset_offsets, read_codes, row_runs
 from ..errors import InputError
 from ..evaluation.scoring import check_proportion, neutralize_columns
 from .kind import DEFAULT_KIND, Fitted, meta_kind
@@ -106,7 +106,7 @@ def predict_rows(fitted: Fitted, store: EraStore, era_index: np.ndarray, cols: n
     out = np.empty(int(np.diff(store.offsets)[era_index].sum()), dtype=np.float64)
     done = 0
     for group in era_blocks(store.offsets, era_index, batch_rows):
-        block = np.concatenate([store.features[lo:hi][:, cols] for lo, hi in row_runs(store.offsets, group)])
+        block = np.concatenate([read_codes(store, lo, hi, cols) for lo, hi in row_runs(store.offsets, group)])
         out[done:done + len(block)] = fitted.predict(block, era_subset_offsets(store.offsets, group))
         done += len(block)
     return out
