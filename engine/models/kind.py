@@ -32,6 +32,7 @@ from ..errors import InputError
 DEFAULT_KIND = "lgbm"
 TRAINABLE = ("lgbm", "xgb", "linear", "logistic", "rf", "v3x")  # kinds `eraflow train --model` fits
 KIND_MODULES = {**{k: k for k in TRAINABLE}, "ensemble": "ensemble"}  # kind → module; ensembles come from `eraflow ensemble`
+EXTRAS = {"xgboost": "xgb"}  # optional library → the extra that installs it
 MODEL_FORMAT = 2  # model.json ``format``: 2 names the kind; a directory without it is format 1 (lgbm)
 MISSING_LABEL = 0.5  # label of a row without a target value; its weight is 0
 
@@ -102,6 +103,7 @@ class Fitted(Protocol):
 
 class Kind(Protocol):
     name: str
+    stops_early: bool  # watches ``FitData.stop_eras`` to end training (boosting kinds); others get None
 
     def check_settings(self, params: dict | None) -> dict:
         """The kind's defaults updated with ``params``; InputError naming parameters it does not take."""
@@ -123,7 +125,13 @@ def get_kind(name: str) -> Kind:
     """The kind called ``name``; InputError listing the kinds otherwise."""
     if name not in KIND_MODULES:
         raise InputError(f"unknown model kind {name!r}; choose one of {', '.join(KIND_MODULES)}")
-    return importlib.import_module(f".{KIND_MODULES[name]}", __package__).KIND
+    try:
+        return importlib.import_module(f".{KIND_MODULES[name]}", __package__).KIND
+    except ModuleNotFoundError as exc:
+        if exc.name not in EXTRAS:
+            raise
+        raise InputError(f"model kind {name!r} needs {exc.name}, which is not installed: "
+                         f"pip install 'eraflow[{EXTRAS[exc.name]}]'") from None
 
 
 def meta_kind(meta: dict, file: Path) -> Kind:

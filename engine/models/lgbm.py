@@ -8,6 +8,7 @@ saved as ``model_<target>.txt`` (LightGBM's text format), checked before LightGB
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import lightgbm as lgb
@@ -34,6 +35,21 @@ def era_corr_metric(target: np.ndarray, offsets: np.ndarray):
     def era_corr(preds, _dataset):
         return "era_corr", float(np.nanmean(numerai_corr(preds, target, offsets))), True
     return era_corr
+
+
+@cache
+def lightgbm_names() -> dict[str, str]:
+    """LightGBM's parameter names and aliases → the main name (``subsample`` → ``bagging_fraction``)."""
+    table = lgb.basic._ConfigAliases._get_all_param_aliases()
+    return {alias: main for main, aliases in table.items() for alias in (main, *aliases)}
+
+
+def unknown_lightgbm(kind: str, params: dict) -> None:
+    """InputError naming the parameters in ``params`` that LightGBM does not know."""
+    unknown = sorted(k for k in params if k not in lightgbm_names())
+    if unknown:
+        raise InputError(f"model kind {kind!r} takes no parameter {', '.join(map(repr, unknown))}: it takes "
+                         "LightGBM's parameters (https://lightgbm.readthedocs.io/en/stable/Parameters.html)")
 
 
 def probe_params(params: dict) -> None:
@@ -93,8 +109,9 @@ class LightGBMModel:
     rounds: int | None = None
 
     def __post_init__(self):
-        if self.rounds is None:
-            self.rounds = self.booster.best_iteration or self.booster.current_iteration()
+        if self.rounds is None:  # best_iteration is 0 without early stopping, −1 for a booster read from a file
+            best = self.booster.best_iteration
+            self.rounds = best if best > 0 else self.booster.current_iteration()
 
     def predict(self, x: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         with lightgbm_failures("the model's predictions"):
@@ -135,10 +152,13 @@ class LightGBMKind:
     """LightGBM gradient boosting (``boosting`` from the settings; ``gbdt`` by default)."""
 
     name = "lgbm"
+    stops_early = True
     preset = "starter"  # settings when --params is not given
 
     def check_settings(self, params: dict | None) -> dict:
-        return dict(load_params(self.preset) if params is None else params)
+        settings = dict(load_params(self.preset) if params is None else params)
+        unknown_lightgbm(self.name, settings)
+        return settings
 
     def resolve_device(self, device: str, settings: dict) -> str:
         return resolve_lightgbm_device(device, with_threads(split_rounds(settings)[0]))

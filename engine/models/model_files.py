@@ -27,6 +27,7 @@ from ..errors import InputError
 HEADER_KEYS = ("version", "num_class", "num_tree_per_iteration", "max_feature_idx", "feature_names",
                "feature_infos", "tree_sizes")
 MULTI_EQUALS_KEYS = ("feature_names", "monotone_constraints")  # LightGBM allows '=' inside these values only
+FLAG_LINES = ("average_output",)  # header lines without '=' LightGBM writes (average_output: a random forest)
 END_OF_TREES = b"end of trees\n"
 MAX_TREE_LINES = 22  # LightGBM's tree parser reads at most this many key=value lines
 _NUM = rb"[-+]?(?:\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|inf|nan)"  # as LightGBM writes doubles
@@ -54,6 +55,9 @@ def _header(text: str, file: Path) -> dict[str, str]:
         if not line:
             continue
         key, sep, value = line.partition("=")
+        if line in FLAG_LINES:
+            header[line] = ""
+            continue
         if not sep or key == "Tree" or ("=" in value and key not in MULTI_EQUALS_KEYS):
             raise damaged_file(file, f"unexpected header line {line[:40]!r}")
         header[key] = value

@@ -283,10 +283,11 @@ class Fitter:
     def fit(self, label: str, target: str, train: np.ndarray, held: np.ndarray | None, embargo: int,
             rounds: int | None = None) -> Fit:
         """Fit on ``train`` eras, stopping early on ``held`` eras (when the kind can), which it then predicts."""
-        data = FitData(self.store, train, self.cols, target, held, self.device, self.config.seed, embargo,
+        stop = held if self.kind.stops_early else None
+        data = FitData(self.store, train, self.cols, target, stop, self.device, self.config.seed, embargo,
                        self.config.early_stopping_rounds)
         most = rounds or self.kind.max_rounds(self.settings)
-        tracker = self.counter.start(target, label, most, len(train), 0 if held is None else len(held))
+        tracker = self.counter.start(target, label, most, len(train), 0 if stop is None else len(stop))
         model = self.kind.fit(data, self.settings, rounds, tracker)
         self.counter.end(tracker, model)
         if held is None:
@@ -373,7 +374,7 @@ def train_models(store: EraStore, out_dir: str | Path, config: TrainConfig, comm
             if train.size == 0:
                 raise InputError(f"no training eras with {target} values left; check --train-eras/--valid-eras")
             train_labels[target] = [store.eras[k] for k in train]
-            stopping_labels[target] = [] if valid is None else [store.eras[k] for k in valid]
+            stopping_labels[target] = [] if valid is None or not kind.stops_early else [store.eras[k] for k in valid]
             rounds = None
             if config.cv:
                 oof_columns[target], cv_report[target], rounds = _cross_validate(fitter, target, train, embargo)
@@ -403,7 +404,8 @@ def train_models(store: EraStore, out_dir: str | Path, config: TrainConfig, comm
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _warn_optimistic(config)
+    if kind.stops_early:
+        _warn_optimistic(config)
     return TrainResult(out_dir, targets, names, cv_report, valid_report, rounds_used, device,
                        time.perf_counter() - started, aliases, ensemble, settings)
 
