@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
+from eraflow.engine.errors import InputError
 from eraflow.engine.models.predict import load_model
-from eraflow.engine.numerai.export import export_model
+from eraflow.engine.numerai.export import DEFAULT_RUNTIME, RUNTIMES, export_model
 from eraflow.engine.numerai.live import (
     feature_set_names,
     live_predictions,
@@ -15,6 +16,7 @@ from eraflow.engine.numerai.live import (
     postprocess_summary,
     write_submission,
 )
+from eraflow.engine.numerai.runtime import export_checked
 from eraflow.engine.outputs import check_output_file
 
 from .options import json_option, print_json
@@ -76,16 +78,37 @@ def live(model_dir, data_dir, live_file, output, column, proportion, feature_set
 @click.command()
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Pickle file to write.")
-def export(model_dir, output):
+@click.option("--check", is_flag=True, help="Run the pickle in Numerai's runtime (its Python and pins, 1 CPU) "
+                                            "before writing it; written only when it passes.")
+@click.option("--live", "live_file", type=click.Path(path_type=Path),
+              help="Live parquet file for --check [default: a synthetic era of 7,000 rows]; implies --check.")
+@click.option("--runtime", type=click.Choice(RUNTIMES), default=DEFAULT_RUNTIME, show_default=True,
+              help="Python version of Numerai's image that will load the pickle; eraflow must run under it.")
+def export(model_dir, output, check, live_file, runtime):
     """Export a model as a cloudpickled predict(live_features, live_benchmark_models) for Numerai's model upload.
 
-    The function needs numpy, pandas, lightgbm and cloudpickle, not eraflow, and gives the
-    same predictions as `eraflow live`.
+    The function needs numpy, pandas, the kind's model library and cloudpickle, not eraflow, and gives
+    the same predictions as `eraflow live`. Pickles break across Python versions: eraflow refuses to
+    export under another Python than --runtime's. --check builds once (cached in
+    ~/.cache/eraflow/runtime-*) a venv with the image's pins, runs the pickle there as Numerai does
+    and checks its answer, time and peak memory against Numerai's limits (10 minutes, 4 GB);
+    on a failure it exits 2 and writes nothing.
 
     \b
     Example:
       eraflow export models/starter -o model.pkl
+      eraflow export models/starter -o model.pkl --check --live data/v5.2/live.parquet
     """
     check_output_file(output, "export", inputs=[model_dir])
-    size = export_model(load_model(model_dir), output)
-    click.echo(f"wrote {output} ({size / 1024:,.0f} KiB): predict(live_features, live_benchmark_models) -> DataFrame")
+    model = load_model(model_dir)
+    if not (check or live_file):
+        size = export_model(model, output, runtime)
+        click.echo(f"wrote {output} ({size / 1024:,.0f} KiB): predict(live_features, live_benchmark_models) -> DataFrame")
+        return
+    size, result = export_checked(model, output, runtime, live_file, progress=lambda m: click.echo(m, err=True))
+    for c in result.checks:
+        status = {True: "pass", False: "FAIL", None: "-"}[c.passed]
+        click.echo(f"{c.name:<8}{status:<6}{c.detail}")
+    if not result.passed:
+        raise InputError(f"the export fails in Numerai's Python {runtime} runtime ({result.reason}); nothing written")
+    click.echo(f"wrote {output} ({size / 1024:,.0f} KiB): passes in Numerai's Python {runtime} runtime")

@@ -23,7 +23,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "ingest": ("eraflow.cli.data", "ingest", "Stream parquet SRC files into an era-sorted store at STORE (a directory)."),
     "info": ("eraflow.cli.data", "info", "Summarise a store: rows, eras, features, feature sets, targets with NaN share, size."),
     "cache": ("eraflow.cli.cache", "cache", "The LightGBM Dataset cache of a store: list or clean it."),
-    "train": ("eraflow.cli.models", "train", "Train LightGBM models from a store: one per target, plus a rank ensemble."),
+    "train": ("eraflow.cli.models", "train", "Train models from a store: one per target (of kind --model), plus a rank ensemble."),
+    "ensemble": ("eraflow.cli.ensemble", "ensemble", "Combine trained model directories of any kinds into one model, per era: rank mean or stacked weights."),
     "predict": ("eraflow.cli.models", "predict", "Predict every row of a store (or some eras) with a trained model."),
     "score": ("eraflow.cli.scores", "score", "Score prediction columns era by era: numerai_corr, MMC, feature exposure."),
     "evaluate": ("eraflow.cli.scores", "evaluate", "Evaluate prediction columns era by era and write a report with plots."),
@@ -31,12 +32,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "live": ("eraflow.cli.live", "live", "Predict Numerai's live era with a trained model, ready to submit."),
     "export": ("eraflow.cli.live", "export", "Export a model as a cloudpickled predict(live_features, live_benchmark_models) for Numerai's model upload."),
     "submit": ("eraflow.cli.numerai", "submit", "Validate PREDS (parquet or CSV: id, prediction) as Numerai does, then upload it for --model."),
+    "upload-model": ("eraflow.cli.numerai", "upload_model", "Upload a pickle from `eraflow export` to Numerai's model upload for --model."),
     "run": ("eraflow.cli.pipeline", "run", "Run a pipeline file: data, ingest, train, post-process, evaluate, live, submit."),
     "runs": ("eraflow.cli.runs", "runs", "The ledger of runs (a DuckDB file; plain SQL works on it too)."),
     "bench": ("eraflow.cli.bench", "bench", "Benchmarks that print ratios against baselines measured in the same run."),
 }
 # commands whose work is LightGBM or numba: they take --threads N
-COMPUTE = frozenset({"ingest", "train", "predict", "score", "evaluate", "neutralize", "live", "export", "run"})
+COMPUTE = frozenset({"ingest", "train", "ensemble", "predict", "score", "evaluate", "neutralize", "live", "export", "run"})
 # errors of these libraries are about the data or parameters given: one line, exit 2
 LIBRARY_ERRORS = ("polars", "pyarrow", "lightgbm", "duckdb")
 

@@ -45,7 +45,8 @@ from .runs import ledger_option
               help="Train on every N-th era of the training range (4 against the overlap of 20-day targets); "
                    "embargoes still count store eras.")
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
-              help="gpu: LightGBM's OpenCL learner; cuda: a CUDA build (make lightgbm-cuda); auto: gpu if found.")
+              help="lgbm/rf: gpu = LightGBM's OpenCL learner, cuda = a CUDA build (make lightgbm-cuda); xgb: gpu or "
+                   "cuda = XGBoost's CUDA; auto: a GPU if one answers, else cpu. linear/logistic run on the CPU.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--early-stopping", type=int, default=100, show_default=True, help="Rounds without improvement.")
 @ledger_option

@@ -1,4 +1,4 @@
-"""Numerai commands: ``download`` (dataset files) and ``submit`` (validate, then upload predictions)."""
+"""Numerai commands: ``download`` (dataset files), ``submit`` (validate, then upload predictions), ``upload-model``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from eraflow.engine.numerai.numerai import (
     numerai_client,
     submit_predictions,
 )
+from eraflow.engine.numerai.numerai import upload_model as upload_model_file
 from eraflow.engine.numerai.submission import read_live_ids
 
 from .options import csv_list, human_size, json_option, print_json, quiet_option
@@ -98,3 +99,27 @@ def submit(preds, model_name, live_path, dry_run, as_json):
         click.echo(f"valid: {result.rows:,} rows{dropped}, dry run, nothing uploaded")
     else:
         click.echo(f"submitted {result.rows:,} rows for {result.model_name}{dropped}: {result.submission_id}")
+
+
+@click.command("upload-model")
+@click.argument("pickle_file", type=click.Path(path_type=Path))
+@click.option("--model", "model_name", required=True, help="Model name in your Numerai account.")
+@click.option("--docker-image", help="Numerai's image to run it in, e.g. \"Python 3.12\" [default: the model's "
+                                     "current one]; match `eraflow export --runtime`.")
+@json_option
+def upload_model(pickle_file, model_name, docker_image, as_json):
+    """Upload a pickle from `eraflow export` to Numerai's model upload for --model.
+
+    Numerai then runs it every round. Check it first with `eraflow export --check`. Credentials:
+    NUMERAI_PUBLIC_ID / NUMERAI_SECRET_KEY or ~/.eraflow/numerai.toml (chmod 600), as for submit.
+
+    \b
+    Example:
+      eraflow upload-model model.pkl --model my_model
+    """
+    result = upload_model_file(lambda: client_factory(auth=True), pickle_file, model_name, docker_image)
+    if as_json:
+        print_json({"model": result.model_name, "model_id": result.model_id, "upload_id": result.upload_id,
+                    "bytes": result.bytes})
+        return
+    click.echo(f"uploaded {pickle_file} ({human_size(result.bytes)}) for {result.model_name}: {result.upload_id}")

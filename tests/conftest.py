@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -61,3 +62,25 @@ def tiny_frame(n_eras: int = 3, rows: int = 4, n_features: int = 3, seed: int = 
         cols[f"feature_{j}"] = pa.array(rng.integers(0, 5, n).astype(np.int8))
     cols["target"] = pa.array(rng.choice([0, .25, .5, .75, 1], n).astype(np.float32))
     return cols
+
+
+RUNNING_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+@pytest.fixture(scope="session")
+def runtime_root(tmp_path_factory) -> Path:
+    """Cache root holding Numerai's runtime venv for eraflow's Python, built once and kept across test runs."""
+    from eraflow.engine.numerai.runtime import runtime_venv
+
+    root = tmp_path_factory.getbasetemp().parent / "eraflow-runtime-cache" / "eraflow"
+    runtime_venv(RUNNING_PYTHON, root=root)
+    return root
+
+
+def check_exported(model_dir: Path, out: Path, runtime_root: Path, live: Path | None = None):
+    """Export ``model_dir`` to ``out`` and run it in Numerai's runtime for eraflow's Python (written if it
+    passes); the :class:`~eraflow.engine.numerai.runtime.RuntimeCheck`."""
+    from eraflow.engine.models.predict import load_model
+    from eraflow.engine.numerai.runtime import export_checked
+
+    return export_checked(load_model(model_dir), out, RUNNING_PYTHON, live, runtime_root)[1]

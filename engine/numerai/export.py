@@ -9,6 +9,7 @@ value in (0, 1) per row.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import cloudpickle
@@ -17,12 +18,16 @@ import pandas as pd
 
 from ..atomic import atomic_write_bytes
 from ..errors import InputError
+from ..models import portable
 from ..models.predict import TrainedModel, prediction_column
 from ..outputs import EXPORT_MARK, check_output_file
 from . import live_model
 from .live import Postprocess, check_postprocess, model_postprocess, model_store
 from .live_model import LivePredictor
 
+RUNTIMES = ("3.11", "3.12")  # Python minors of Numerai's model-upload images eraflow targets
+DEFAULT_RUNTIME = "3.11"
+BY_VALUE = (live_model, portable)  # modules whose code travels inside the pickle (the runtime has no eraflow)
 SMOKE_ROWS = 32  # rows of the synthetic frame the exported predictor must predict before it is written
 
 
@@ -79,25 +84,38 @@ def smoke_test(data: bytes, features: list[str]) -> None:
 
 
 def live_predictor(model: TrainedModel) -> LivePredictor:
-    """The model's boosters (as text) and post-processing in a self-contained predictor.
+    """The model's portable predictors and post-processing in a self-contained predictor.
 
     A submitted column of an alias target (a duplicate of a trained one) is the trained target's.
     """
     post = model_postprocess(model)
     aliases = {prediction_column(a): prediction_column(t) for a, t in model.aliases.items()}
-    return LivePredictor({t: b.model_to_string() for t, b in model.boosters.items()}, model.features,
+    return LivePredictor({t: f.portable() for t, f in model.fitted.items()}, model.features,
                          model.meta.get("ensemble_weights"), aliases.get(post.column, post.column), post.proportion,
                          list(post.features or model.features))
 
 
-def export_model(model: TrainedModel, path: str | Path) -> int:
-    """Write ``predict(live_features, live_benchmark_models) -> DataFrame`` to ``path``; returns its size.
+def check_python(runtime: str = DEFAULT_RUNTIME) -> None:
+    """InputError unless eraflow runs under Python ``runtime`` (e.g. "3.11"), the minor of the image that loads the pickle.
 
-    The predictor's module is pickled by value, so loading the file needs cloudpickle, numpy,
-    pandas and lightgbm, not eraflow. The model is checked first and the pickled function is run
-    once on a synthetic frame (see the module docstring); nothing is written when a check fails.
+    cloudpickle stores functions as code objects, which differ between Python minors: a pickle
+    made under 3.12 can fail or crash when Numerai's 3.11 image loads it.
     """
-    path = check_output_file(path, "export")
+    if runtime not in RUNTIMES:
+        raise InputError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)} (Numerai's images)")
+    running = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if running != runtime:
+        fix = f", or pass --runtime {running} to target the {running} image" if running in RUNTIMES else ""
+        raise InputError(f"eraflow runs under Python {running} but the pickle is for Numerai's Python {runtime} image "
+                         f"(pickles break across Python versions); run eraflow under Python {runtime}{fix}")
+
+
+def pickled_predict(model: TrainedModel) -> tuple[bytes, list[str]]:
+    """The cloudpickled ``predict`` of ``model``, smoke-tested, and the live columns it reads.
+
+    The model is checked first and the pickled function is run once on a synthetic frame (see
+    the module docstring); InputError when a check fails.
+    """
     post = check_postprocess(model, model_postprocess(model))
     check_postprocess_features(model, post)
     predictor = live_predictor(model)
@@ -106,11 +124,29 @@ def export_model(model: TrainedModel, path: str | Path) -> int:
         return predictor(live_features, live_benchmark_models)
 
     predict.eraflow_output = EXPORT_MARK  # lets a later export recognise the file without unpickling it
-    cloudpickle.register_pickle_by_value(live_model)
+    for module in BY_VALUE:
+        cloudpickle.register_pickle_by_value(module)
     try:
         data = cloudpickle.dumps(predict)
     finally:
-        cloudpickle.unregister_pickle_by_value(live_model)
-    smoke_test(data, list(dict.fromkeys(predictor.features + predictor.neutral_features)))
+        for module in BY_VALUE:
+            cloudpickle.unregister_pickle_by_value(module)
+    columns = list(dict.fromkeys(predictor.features + predictor.neutral_features))
+    smoke_test(data, columns)
+    return data, columns
+
+
+def export_model(model: TrainedModel, path: str | Path, runtime: str = DEFAULT_RUNTIME) -> int:
+    """Write ``predict(live_features, live_benchmark_models) -> DataFrame`` to ``path``; returns its size.
+
+    The predictor's modules are pickled by value, so loading the file needs cloudpickle, numpy,
+    pandas and the kind's model library (lightgbm, xgboost…), not eraflow. Refused (InputError)
+    when eraflow's Python minor is not ``runtime``'s (:func:`check_python`); nothing is written
+    when a check of :func:`pickled_predict` fails. ``eraflow export --check`` also runs the pickle
+    in the runtime's pins (:mod:`eraflow.engine.numerai.runtime`).
+    """
+    check_python(runtime)
+    path = check_output_file(path, "export")
+    data, _ = pickled_predict(model)
     atomic_write_bytes(path, data, "export")
     return len(data)

@@ -1,4 +1,4 @@
-"""Numerai's API through numerapi: credentials, dataset downloads, prediction uploads.
+"""Numerai's API through numerapi: credentials, dataset downloads, prediction and model uploads.
 
 Every function takes the API client as a parameter (``numerai_client`` builds the real
 ``numerapi.NumerAPI``), so tests pass a fake with the same methods. numerapi's own errors
@@ -32,6 +32,7 @@ import requests
 from ..atomic import atomic_write_json, fsync_path
 from ..errors import EraflowError, InputError
 from ..lock import exclusive_lock
+from ..outputs import is_own_output
 from .submission import read_submission, validate_submission
 
 ENV_PUBLIC_ID = "NUMERAI_PUBLIC_ID"
@@ -468,3 +469,46 @@ def submit_predictions(client, path: str | Path, model_name: str, live_ids, dry_
         with api_errors(client, f"uploading predictions for {model_name!r}"):
             submission_id = client.upload_predictions(file_path=str(upload), model_id=model_id)
     return SubmitResult(model_name, len(kept), dropped, False, model_id, str(submission_id))
+
+
+# ---------------------------------------------------------------- model upload
+
+
+@dataclass(frozen=True)
+class ModelUpload:
+    """An exported pickle sent to Numerai's model upload: model name and id, upload id, bytes sent."""
+
+    model_name: str
+    model_id: str
+    upload_id: str
+    bytes: int
+
+
+def check_export_file(path: Path) -> None:
+    """InputError unless ``path`` is an ``eraflow export`` pickle named ``*.pkl`` (numerapi requires the suffix)."""
+    if not path.is_file():
+        raise InputError(f"{path} is not a file; give the pickle written by `eraflow export`")
+    if not is_own_output(path, "export"):
+        raise InputError(f"{path} is not a pickle written by `eraflow export`; export the model first "
+                         "(eraflow export MODEL_DIR -o model.pkl --check)")
+    if path.suffix != ".pkl":
+        raise InputError(f"{path} must end in .pkl for Numerai's model upload; rename it")
+
+
+def upload_model(client, path: str | Path, model_name: str, docker_image: str | None = None) -> ModelUpload:
+    """Send an exported pickle to Numerai's model upload for ``model_name``.
+
+    1. :func:`check_export_file` (nothing is sent, and no client made, when it fails);
+    2. the model id from ``client.get_models()`` (:func:`resolve_model`);
+    3. ``client.model_upload(file_path, model_id=…, docker_image=…)``; ``docker_image`` is one of
+       Numerai's image names (e.g. "Python 3.11") or None for the account's default.
+
+    ``client`` is a numerapi client or a zero-argument function making one.
+    """
+    path = Path(path)
+    check_export_file(path)
+    client = client if hasattr(client, "model_upload") else client()
+    model_id = resolve_model(client, model_name)
+    with api_errors(client, f"uploading {path.name} for {model_name!r}"):
+        upload_id = client.model_upload(file_path=str(path), model_id=model_id, docker_image=docker_image)
+    return ModelUpload(model_name, model_id, str(upload_id), path.stat().st_size)
