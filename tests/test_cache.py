@@ -23,7 +23,7 @@ from eraflow.engine.models.params import load_params
 from eraflow.engine.models.train import TrainConfig, train_models
 
 PARAMS = {**load_params("starter"), "n_estimators": 30, "learning_rate": 0.1, "colsample_bytree": 0.5,
-          "deterministic": True, "force_row_wise": True, "num_threads": 1}
+          "deterministic": True, "force_col_wise": True, "num_threads": 1}
 
 
 @pytest.fixture(autouse=True)

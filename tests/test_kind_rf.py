@@ -27,7 +27,7 @@ from .test_train import FAST
 
 TREES = 24
 SMALL_FOREST = {"n_estimators": TREES, "min_data_in_leaf": 20, "num_leaves": 15, "num_threads": 2,
-                "deterministic": True, "force_row_wise": True}
+                "deterministic": True, "force_col_wise": True}
 
 
 @pytest.fixture(scope="module")

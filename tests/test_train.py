@@ -24,7 +24,7 @@ from eraflow.engine.models.train import TrainConfig, train_models
 from .conftest import synthetic_store
 
 FAST = {**load_params("starter"), "n_estimators": 60, "learning_rate": 0.1, "colsample_bytree": 0.5,
-        "deterministic": True, "force_row_wise": True, "num_threads": 2}
+        "deterministic": True, "force_col_wise": True, "num_threads": 2}
 # Additive signal: stumps learn it with few rows; deterministic for a fixed seed on any machine.
 ADDITIVE = {**FAST, "n_estimators": 1000, "learning_rate": 0.02, "max_depth": 2, "num_leaves": 4}
 

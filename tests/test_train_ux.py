@@ -29,7 +29,7 @@ from eraflow.kernels import numerai_corr
 from .conftest import synthetic_store
 
 FAST = {**load_params("starter"), "n_estimators": 30, "learning_rate": 0.1, "num_leaves": 4, "colsample_bytree": 0.5,
-        "deterministic": True, "force_row_wise": True, "num_threads": 1}
+        "deterministic": True, "force_col_wise": True, "num_threads": 1}
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +146,17 @@ def test_era_step_trains_on_every_4th_era_with_the_embargo_in_store_eras(store, 
     assert [te.tolist() for _, te in folds] == [[16, 20, 24], [28, 32, 36]]
     assert [tr.tolist() for tr, _ in folds] == [[0, 4, 8], [0, 4, 8, 12, 16, 20]], \
         "the era 4 store eras before each test block is embargoed, the one 8 before is not"
+
+
+def test_a_params_file_asking_for_row_wise_histograms_overrides_the_col_wise_default(store, tmp_path):
+    """The base parameters force col-wise histograms (memory); a file's force_row_wise replaces that
+    instead of failing LightGBM's "cannot set both"."""
+    params = tmp_path / "p.toml"
+    params.write_text("n_estimators = 3\nforce_row_wise = true\n")
+    result = CliRunner().invoke(cli, ["train", str(store.path), "-o", str(tmp_path / "m"), "--params", str(params),
+                                      "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "m" / "model.json").read_text())["params"]["force_row_wise"] is True
 
 
 def test_era_step_is_recorded_in_the_ledger_and_checked(store, params_file, tmp_path):

@@ -22,7 +22,7 @@ from .kind import FitData, Tracker
 from .lgb_data import store_dataset
 from .lgb_errors import lightgbm_errors, lightgbm_failures, lightgbm_stderr_closed, predict_params
 from .model_files import check_model_text, damaged_file
-from .params import device_params, load_params, split_rounds, with_threads
+from .params import device_params, load_params, split_rounds, with_threads, without_clash
 from .portable.boosters import LightGBMText
 
 
@@ -57,7 +57,7 @@ def probe_params(params: dict) -> None:
     missing devices fail here, in a second, with a clear message."""
     x = np.random.default_rng(0).random((64, 2))
     with lightgbm_errors():
-        lgb.train({**params, "min_data_in_leaf": 1, "min_data_in_bin": 1}, lgb.Dataset(x, x[:, 0]), 1)
+        lgb.train({**without_clash(params), "min_data_in_leaf": 1, "min_data_in_bin": 1}, lgb.Dataset(x, x[:, 0]), 1)
 
 
 def resolve_lightgbm_device(device: str, params: dict) -> str:
@@ -168,7 +168,7 @@ class LightGBMKind:
 
     def train_params(self, data: FitData, settings: dict) -> dict:
         """LightGBM's parameters for a fit: the settings less the rounds, with threads, device and seed."""
-        return {**with_threads(split_rounds(settings)[0]), **device_params(data.device), "seed": data.seed}
+        return {**without_clash(with_threads(split_rounds(settings)[0])), **device_params(data.device), "seed": data.seed}
 
     def fit(self, data: FitData, settings: dict, rounds: int | None, tracker: Tracker | None) -> LightGBMModel:
         label, weight = data.labels(data.train_eras)
