@@ -245,3 +245,14 @@ def test_ensemble_is_not_a_trainable_kind(setup, tmp_path):
     result = _run("train", store.path, "-o", tmp_path / "m", "--model", "ensemble")
     assert result.exit_code == 2 and "ensemble" in result.stderr
     assert not (tmp_path / "m").exists()
+
+
+def test_stacking_members_that_stop_early_with_one_that_does_not_warns(setup, tmp_path):
+    """lgbm's CV folds chose their rounds on the eras stack fits its weights on; a linear member's did not."""
+    store, dirs, _ = setup
+    train_models(store, tmp_path / "lin", TrainConfig(kind="linear", params={"alphas": 1.0}, cv=2))
+    result = _run("ensemble", dirs["a"], tmp_path / "lin", "-o", tmp_path / "st", "--method", "stack")
+    assert result.exit_code == 0, result.output
+    warning = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and str(dirs["a"]) in warning[0] and "stopped early" in warning[0]
+    assert str(tmp_path / "lin") not in warning[0]

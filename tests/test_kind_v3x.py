@@ -22,7 +22,7 @@ from eraflow.engine import threads as eraflow_threads
 from eraflow.engine.models.kind import FitData
 from eraflow.engine.models.predict import load_model, predict_rows
 from eraflow.engine.models.train import TrainConfig, train_models
-from eraflow.engine.models.v3x import KIND, fit_pca, simplex_weights, split_eras
+from eraflow.engine.models.v3x import KIND, fit_pca, ridge_weights, simplex_weights, split_eras
 
 from .conftest import synthetic_store
 
@@ -188,6 +188,12 @@ def test_simplex_weights_are_the_constrained_least_squares_optimum(trained, stor
                     constraints={"type": "eq", "fun": lambda v: v.sum() - 1}, options={"ftol": 1e-14})
     assert loss(w) <= best.fun * (1 + 1e-9)
     assert meta["intercept"] == pytest.approx(y[keep].mean() - p[keep].mean(0) @ w)
+
+
+def test_ridge_over_constant_sub_models_is_a_one_line_error_not_a_singular_solve():
+    p = np.full((50, 3), 0.5)
+    with pytest.raises(InputError, match="predicts one value on the stacking eras.*--meta simplex"):
+        ridge_weights(p, np.random.default_rng(0).random(50), 1.0)
 
 
 def test_simplex_sets_a_useless_sub_model_to_exactly_zero():

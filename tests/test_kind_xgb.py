@@ -232,17 +232,6 @@ def test_fit_builds_its_matrices_through_the_iterator(store, monkeypatch):
     assert sizes == [(12, False), (4, True)], "training eras, then stopping eras binned with the training cuts"
 
 
-def test_fit_xgb_for_sub_models_trains_the_rounds_given(store):
-    eras = era_index(store, 5, 14)
-    data = FitData(store, eras, np.arange(N_FEATURES), "target")
-    params = {"max_depth": 2, "learning_rate": 0.3, "nthread": 1}
-    fitted = xgb_kind.fit_xgb(store, eras, np.arange(N_FEATURES), *data.labels(eras), params, 12)
-    x = np.asarray(store.features[:500])
-    assert fitted.rounds == 12
-    expected = oracle(store, eras, {**params, "n_estimators": 12}).inplace_predict(int8_to_float32(x))
-    assert_allclose(fitted.predict(x, None), expected, rtol=1e-6, atol=1e-7)
-
-
 def test_external_memory_trains_the_same_trees_and_removes_its_cache(store, tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the cache directory goes
     made = []

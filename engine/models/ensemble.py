@@ -35,9 +35,10 @@ from ..atomic import atomic_writer_path, replace_dir
 from ..data.store import EraStore, era_rows, era_subset_offsets, open_store, row_runs
 from ..errors import InputError
 from ..evaluation.ledger import Run
+from ..notices import warn
 from ..outputs import check_output_dir, translates_write_errors
 from ..version import eraflow_version
-from .kind import MODEL_FORMAT, FitData, Tracker
+from .kind import MODEL_FORMAT, FitData, Tracker, meta_kind
 from .portable.ensemble import RankEnsemble
 from .predict import ENSEMBLE, MODEL_JSON, TrainedModel, load_model, prediction_column, rank_ensemble
 
@@ -266,11 +267,21 @@ def stack_weights(columns: np.ndarray, y: np.ndarray, offsets: np.ndarray) -> np
     return w / w.sum()
 
 
+def warn_early_stopped(members: list[TrainedModel]) -> None:
+    """Members whose CV folds stopped early on their test eras chose their rounds on the eras the
+    weights are fitted on: their out-of-fold scores, and so their weights, are optimistic."""
+    stopped = [str(m.path) for m in members if meta_kind(m.meta, m.path / MODEL_JSON).stops_early]
+    if stopped and len(stopped) < len(members):
+        warn(f"{', '.join(stopped)} stopped early on the eras of their out-of-fold predictions, so the stacked "
+             "weights favour them over members that do not stop early; compare with --method rank-mean")
+
+
 def fit_stack(members: list[TrainedModel], store: EraStore, target: str) -> tuple[np.ndarray, list[str]]:
     """Stacking weights fitted on the members' OOF predictions and the eras they were fitted on."""
     if target not in store.target_names:
         raise InputError(f"the store {store.path} has no target {target!r}; give the members' store with --store")
     frames = [read_oof(m) for m in members]
+    warn_early_stopped(members)
     era_index = stack_eras(store, frames, members, target)
     offsets = era_subset_offsets(store.offsets, era_index)
     t_col = store.target_names.index(target)

@@ -95,7 +95,8 @@ class Fitted(Protocol):
         """A predictor built from :mod:`~eraflow.engine.models.portable` only (pickled into exports)."""
 
     def importance(self) -> np.ndarray | None:
-        """Gain (or |weight|) per feature, for reports; None when the kind has none."""
+        """Importance per feature for reports (trees: total gain; linear kinds: |coefficient| × the
+        feature's standard deviation); None when the kind has none."""
 
     def describe(self) -> dict:
         """What model.json records of this fit beyond the trainer's own keys (``{}`` for none)."""

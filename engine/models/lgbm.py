@@ -21,7 +21,7 @@ from ..errors import InputError
 from .kind import FitData, Tracker
 from .lgb_data import store_dataset
 from .lgb_errors import lightgbm_errors, lightgbm_failures, lightgbm_stderr_closed, predict_params
-from .model_files import check_model_text, damaged_file
+from .model_files import check_model_text, damaged_file, missing_file
 from .params import device_params, load_params, split_rounds, with_threads, without_clash
 from .portable.boosters import LightGBMText
 
@@ -140,7 +140,7 @@ def load_booster(file: Path, features: list[str]) -> lgb.Booster:
     try:
         check_model_text(file.read_bytes(), file, features)
     except FileNotFoundError:
-        raise InputError(f"{file.parent} is incomplete: {file.name} is missing") from None
+        raise missing_file(file) from None
     try:
         with lightgbm_failures(str(file)):
             return lgb.Booster(model_file=str(file))

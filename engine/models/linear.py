@@ -31,7 +31,7 @@ from eraflow.kernels import numerai_corr
 from ..data.store import era_subset_offsets, read_codes, row_runs
 from ..errors import InputError
 from .kind import FitData, Tracker, unknown_settings
-from .model_files import damaged_file
+from .model_files import damaged_file, missing_file
 from .portable.linear import LinearCodes
 from .predict import era_blocks
 from .ridge import (
@@ -81,7 +81,7 @@ def load_arrays(file: Path, n_features: int, vectors: tuple[str, ...], scalars: 
             with z:
                 arrays = {name: np.asarray(z[name], np.float64) for name in vectors + scalars}
     except FileNotFoundError:
-        raise InputError(f"{file.parent} is incomplete: {file.name} is missing") from None
+        raise missing_file(file) from None
     except KeyError as exc:
         raise damaged_file(file, f"no array {exc}") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:

@@ -43,6 +43,11 @@ CATEGORICAL = 1  # decision_type bit of a categorical split
 PARAMETER_LINE = re.compile(rb"\[[^\]:\n]+: [^\n]*\]")
 
 
+def missing_file(file: Path) -> InputError:
+    """The one-line error for a model file that is not there."""
+    return InputError(f"{file.parent} is incomplete: {file.name} is missing")
+
+
 def damaged_file(file: Path, reason: str) -> InputError:
     """The one-line error for a damaged model file."""
     return InputError(f"{file} is damaged ({reason}); retrain the model with `eraflow train` or restore the file")

@@ -4,8 +4,8 @@ on per-era corr (kinds that boost), out-of-fold predictions.
 For each target (the kind, :mod:`~eraflow.engine.models.kind`, fits each model):
 1. training eras = the chosen eras with any target value, minus validation eras and the
    embargo before them; rows without a target get weight 0;
-2. with ``cv`` folds (engine.cv): train on each fold's training eras, stop early on the mean
-   per-era numerai_corr of its test eras, predict them (out-of-fold predictions);
+2. with ``cv`` folds (engine.cv): train on each fold's training eras (kinds that stop early stop
+   on the mean per-era numerai_corr of its test eras), predict them (out-of-fold predictions);
 3. the final model trains on every training era, for the median best round of the folds (or
    stops early on ``valid_eras``, or runs all rounds).
 The model directory is built aside and renamed into place.

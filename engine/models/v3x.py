@@ -50,7 +50,7 @@ from . import xgb as xgb_kind
 from .kind import FitData, Tracker, unknown_settings
 from .lgb_errors import lightgbm_errors, lightgbm_failures, lightgbm_stderr_closed, predict_params
 from .lgbm import LightGBMSteps, load_booster, resolve_lightgbm_device, train_booster
-from .model_files import damaged_file
+from .model_files import damaged_file, missing_file
 from .params import BASE, device_params, with_threads
 from .portable.boosters import LightGBMText, XGBoostJSON
 from .portable.v3x import MIDDLE_CODE, V3X, project
@@ -359,6 +359,9 @@ def ridge_weights(p: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarra
     p_mean, y_mean = p.mean(axis=0), y.mean()
     pc = p - p_mean
     gram = pc.T @ pc
+    if np.trace(gram) == 0:
+        raise InputError("every V3X sub-model predicts one value on the stacking eras, so the ridge meta-model has "
+                         "nothing to weigh; use more trees, more eras or --meta simplex")
     lam = alpha * np.trace(gram) / p.shape[1]
     w = np.linalg.solve(gram + lam * np.eye(p.shape[1]), pc.T @ (y - y_mean))
     return w, float(y_mean - p_mean @ w)
@@ -479,7 +482,7 @@ def _read_spec(file: Path) -> dict:
     try:
         spec = json.loads(file.read_text())
     except FileNotFoundError:
-        raise InputError(f"{file.parent} is incomplete: {file.name} is missing") from None
+        raise missing_file(file) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise damaged_file(file, getattr(exc, "msg", "not UTF-8 text")) from None
     problem = _spec_problem(spec)
@@ -507,7 +510,7 @@ def _load_projection(file: Path, n_features: int, k: int) -> tuple[np.ndarray, n
             npz = np.load(handle, allow_pickle=False)
             mean, components = npz["mean"], npz["components"]
     except FileNotFoundError:
-        raise InputError(f"{file.parent} is incomplete: {file.name} is missing") from None
+        raise missing_file(file) from None
     except (OSError, ValueError, KeyError, IndexError, TypeError, EOFError, zipfile.BadZipFile) as exc:
         raise damaged_file(file, f"not a PCA file: {first_line(exc)}") from None
     if mean.shape != (n_features,) or components.shape != (n_features, k) or not (

@@ -40,7 +40,7 @@ from ..data.store import EraStore, era_subset_offsets, int8_to_float32
 from ..errors import InputError
 from ..threads import configured_threads
 from .kind import MISSING_LABEL, FitData, Tracker
-from .model_files import damaged_file
+from .model_files import damaged_file, missing_file
 from .portable.boosters import XGBoostJSON
 from .xgb_data import external_memory, matrix_params, store_matrix
 
@@ -284,20 +284,6 @@ def _train_booster(store: EraStore, eras: np.ndarray, cols: np.ndarray, label: n
         return XGBoostModel.from_json(portable_json(booster[:best or booster.num_boosted_rounds()]))
 
 
-def fit_xgb(store: EraStore, eras: np.ndarray, cols: np.ndarray, label: np.ndarray, weight: np.ndarray,
-            params: dict, rounds: int, device: str = "cpu", seed: int = 0) -> XGBoostModel:
-    """An XGBoost model of ``rounds`` rounds on the rows of ``eras`` (store indices; ``label``,
-    ``weight`` per row in store order), no early stopping: for kinds built of sub-models (V3X).
-
-    ``params``: XGBoost training parameters as given (e.g. ``{"max_depth": 3, "learning_rate": 0.1}``;
-    XGBoost's defaults for the rest but 8 bins, ``n_estimators`` ignored), trained with ``hist``, threads,
-    ``device`` (resolved: ``cpu`` or ``cuda``) and ``seed`` as in :func:`train_params`.
-    """
-    base = {k: DEFAULTS[k] for k in ("objective", "tree_method", "max_bin")}
-    full = train_params({**base, **params}, device, seed)
-    return train_booster(store, np.asarray(eras), np.asarray(cols), label, weight, full, rounds)
-
-
 def _tree_problem(tree: dict, index: int, n_features: int) -> str | None:
     """What is wrong with one JSON tree (None when nothing): scalar leaves, node arrays of
     ``num_nodes`` entries, children after their parent, each node but the root the child of exactly
@@ -364,7 +350,7 @@ def load_xgb(file: Path, n_features: int) -> XGBoostModel:
     try:
         raw = file.read_bytes()
     except FileNotFoundError:
-        raise InputError(f"{file.parent} is incomplete: {file.name} is missing") from None
+        raise missing_file(file) from None
     check_model_json(raw, file, n_features)
     try:
         return XGBoostModel.from_json(raw)
