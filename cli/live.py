@@ -91,8 +91,9 @@ def export(model_dir, output, check, live_file, runtime):
     the same predictions as `eraflow live`. Pickles break across Python versions: eraflow refuses to
     export under another Python than --runtime's. --check builds once (cached in
     ~/.cache/eraflow/runtime-*) a venv with the image's pins, runs the pickle there as Numerai does
-    and checks its answer, time and peak memory against Numerai's limits (10 minutes, 4 GB);
-    on a failure it exits 2 and writes nothing.
+    and checks its answer, that its predictions equal eraflow's own run of the pickle (to 1e-9), and
+    its time and peak memory against Numerai's limits (10 minutes, 4 GB); on a failure it exits 2
+    and writes nothing.
 
     \b
     Example:

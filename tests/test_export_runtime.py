@@ -35,6 +35,7 @@ from eraflow.engine.numerai.runtime import (
     PINS,
     RuntimeBuildError,
     check_pickle,
+    compare_predictions,
     limit_checks,
     pickle_needs,
     runtime_venv,
@@ -46,6 +47,7 @@ from .conftest import check_exported
 
 OTHER = "3.12" if RUNNING == "3.11" else "3.11"
 FEATURES = ["feature_a", "feature_b"]
+CHECKS = ["load", "predict", "answer", "agree", "time", "memory"]
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +78,10 @@ def test_lgbm_export_passes_in_numerais_runtime_on_live_data(model_dir, synth_di
     assert result.passed, result.reason
     live_rows = len(pd.read_parquet(synth_dir / "live.parquet", columns=["era"]))
     assert result.rows == live_rows
-    assert [c.name for c in result.checks] == ["load", "predict", "answer", "time", "memory"]
+    assert [c.name for c in result.checks] == CHECKS
+    assert re.fullmatch(r"predictions equal eraflow's to 1e-9 \(max \|diff\| (0|\de-\d+)\)", result.checks[3].detail)
     assert 0 < result.seconds < 600 and 50 * 2**20 < result.peak_bytes < LIMIT_BYTES
-    assert " s on 1 CPU (limit 600 s)" in result.checks[3].detail
+    assert " s on 1 CPU (limit 600 s)" in result.checks[4].detail
     assert result.checks[0].detail.startswith(f"pd.read_pickle under Python {RUNNING}.")
     assert (tmp_path / "model.pkl").is_file()
 
@@ -89,9 +92,8 @@ def test_cli_export_check_prints_each_check_and_writes_the_pickle(model_dir, run
         cli, ["export", str(model_dir), "-o", str(out), "--check", "--runtime", RUNNING])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert [line.split()[:2] for line in lines[:5]] == [[n, "pass"] for n in ("load", "predict", "answer", "time",
-                                                                             "memory")]
-    assert "7,000 rows, 1 era(s)" in lines[1]
+    assert [line.split()[:2] for line in lines[:6]] == [[n, "pass"] for n in CHECKS]
+    assert "7,000 rows, 1 era(s)" in lines[1] and "predictions equal eraflow's to 1e-9 (max |diff| " in lines[3]
     assert lines[-1].startswith(f"wrote {out}") and out.is_file()
 
 
@@ -182,6 +184,34 @@ def two_arguments(live_features, live_benchmark_models):
     return ranked(live_features)
 
 
+ERAFLOWS_NUMPY = np.__version__  # pickled by value: the version of the process that made the pickle
+
+
+def reversed_under_another_numpy(live_features):
+    """Ranks reversed where NumPy is not eraflow's: a library difference that reorders predictions."""
+    out = ranked(live_features)
+    return out if np.__version__ == ERAFLOWS_NUMPY else out.iloc[::-1].set_axis(out.index)
+
+
+def moved_without_a_gpu(live_features):
+    """One prediction moved by 1e-6 where CUDA_VISIBLE_DEVICES is "" (the runtime process only)."""
+    out = ranked(live_features)
+    if os.environ.get("CUDA_VISIBLE_DEVICES") == "":
+        out.iloc[17, 0] += 1e-6
+    return out
+
+
+def noise_under_another_numpy(live_features):
+    """Float noise of 1e-12 where NumPy is not eraflow's: under the tolerance."""
+    return ranked(live_features) + (0.0 if np.__version__ == ERAFLOWS_NUMPY else 1e-12)
+
+
+def raises_in_eraflows_process(live_features):
+    if np.__version__ == ERAFLOWS_NUMPY:
+        raise RuntimeError("only here")
+    return ranked(live_features)
+
+
 def pickled(function, path: Path) -> Path:
     """``function`` cloudpickled by value (the runtime has neither eraflow nor this test module)."""
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -212,6 +242,41 @@ def test_a_predictor_numerai_would_reject_fails_the_check_with_the_reason(functi
     assert re.search(reason, failed[0].detail), failed[0].detail
 
 
+@pytest.mark.parametrize("function, reason", [
+    (reversed_under_another_numpy, r"7,000 of 7,000 predictions differ from eraflow's by more than 1e-9; most at "
+                                   r"id n0000000: 0\.9 in the runtime, 0\.1 in eraflow's Python"),
+    (moved_without_a_gpu, r"1 of 7,000 predictions differ from eraflow's by more than 1e-9; most at id n0000017: "
+                          r"0\.10194\d* in the runtime, 0\.10194\d* in eraflow's Python"),
+    (raises_in_eraflows_process, "in eraflow's Python the pickle raised RuntimeError: only here"),
+])
+def test_predictions_differing_from_eraflows_fail_the_agree_check(function, reason, runtime_root, tmp_path,
+                                                                  monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert np.__version__ != PINS[RUNNING]["numpy"]  # else the NumPy-dependent predictors agree
+    result = check_pickle(pickled(function, tmp_path / "m.pkl"), RUNNING, FEATURES, root=runtime_root)
+    assert [c.passed for c in result.checks] == [True, True, True, False, True, True], result.reason
+    assert result.reason.startswith("agree: ")
+    assert re.fullmatch(reason, result.checks[3].detail), result.checks[3].detail
+
+
+def test_float_noise_under_the_tolerance_agrees_and_is_reported(runtime_root, tmp_path):
+    result = check_pickle(pickled(noise_under_another_numpy, tmp_path / "m.pkl"), RUNNING, FEATURES, root=runtime_root)
+    assert result.passed, result.reason
+    assert result.checks[3].detail == "predictions equal eraflow's to 1e-9 (max |diff| 1e-12)"
+
+
+def test_compare_predictions_names_the_row_that_differs_most():
+    ours = np.array([[0.1], [0.5], [0.9]])
+    assert compare_predictions(ours.copy(), ours, ["a", "b", "c"]).detail.endswith("(max |diff| 0)")
+    moved = ours + np.array([[0.0], [2e-9], [-3e-9]])
+    got = compare_predictions(moved, ours, ["a", "b", "c"])
+    assert not got.passed and got.detail.startswith("2 of 3 predictions differ") and "most at id c: 0.9 " in got.detail
+    assert "most at id b: 0.5 in the runtime, nan in" in compare_predictions(ours, np.array([[.1], [np.nan], [.9]]),
+                                                                              ["a", "b", "c"]).detail
+    assert compare_predictions(ours, ours[:2], ["a", "b"]).detail == ("the runtime answered (3, 1) values (rows, "
+                                                                       "columns), eraflow's Python (2, 1)")
+
+
 @pytest.mark.parametrize("function", [one_argument, two_arguments])
 def test_predict_is_called_with_one_or_two_arguments_by_its_signature(function, runtime_root, tmp_path):
     result = check_pickle(pickled(function, tmp_path / "m.pkl"), RUNNING, FEATURES, root=runtime_root)
@@ -231,14 +296,14 @@ def test_a_pickle_needing_eraflow_fails_to_load(runtime_root, tmp_path):
     path.write_bytes(cloudpickle.dumps(load_model))  # by reference: the runtime has no eraflow
     result = check_pickle(path, RUNNING, FEATURES, root=runtime_root)
     assert result.reason == "load: loading the pickle raised ModuleNotFoundError: No module named 'eraflow'"
-    assert [c.passed for c in result.checks[:3]] == [False, None, None]
+    assert [c.passed for c in result.checks[:4]] == [False, None, None, None]
 
 
 def test_a_predictor_past_the_time_limit_is_killed_and_fails(runtime_root, tmp_path):
     result = check_pickle(pickled(sleeps, tmp_path / "m.pkl"), RUNNING, FEATURES, root=runtime_root, timeout=3)
     assert result.seconds < 20
     assert result.reason == "predict: killed after the 3 s limit"
-    assert [c.passed for c in result.checks] == [True, False, None, False, True]
+    assert [c.passed for c in result.checks] == [True, False, None, None, False, True]
 
 
 def test_limits_compare_time_and_peak_memory_with_numerais():

@@ -11,8 +11,11 @@ Numerai runs an uploaded pickle in its numerai-predict image, which has no erafl
 2. :func:`check_pickle` runs :mod:`.runtime_child` with that venv's Python on the pickle, one
    thread pinned to one CPU, with a 600 s timeout, on ``--live`` data or a synthetic one-era
    frame of :data:`LIVE_ROWS` rows of the model's features;
-3. the result (:class:`RuntimeCheck`) lists each check (load, predict, answer, time, memory)
-   with its measurement: wall time of the whole process, and its own peak RSS (``VmHWM``).
+3. the child saves its predictions; eraflow loads the same pickle in its own process, predicts the
+   same frame era by era and compares (:func:`agree_check`): every value within
+   :data:`AGREE_TOLERANCE` of eraflow's, else the largest difference and its row's id;
+4. the result (:class:`RuntimeCheck`) lists each check (load, predict, answer, agree, time, memory)
+   with its measurement: wall time of the runtime process, and its own peak RSS (``VmHWM``).
 
 Optional libraries: torch (2.8.0 in the images) is installed only when asked (``needs=("torch",)``)
 or when the pickle names it (:func:`pickle_needs`), because PyPI's torch wheel pulls several GB of
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import inspect
 import json
 import os
 import pickletools
@@ -37,10 +41,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import cloudpickle
+import numpy as np
+
 from ..atomic import atomic_write_bytes
 from ..errors import EraflowError, InputError
 from ..models.predict import TrainedModel
 from ..outputs import check_output_file
+from . import runtime_child
 from .export import DEFAULT_RUNTIME, RUNTIMES, check_python, pickled_predict
 
 COMMON_PINS = {  # numerai-predict's Python 3.11 image
@@ -58,7 +66,11 @@ LIMIT_BYTES = 4 * 2**30
 LIVE_ROWS = 7_000  # rows of the synthetic live era: about one live era of Numerai's
 ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                                      "NUMEXPR_NUM_THREADS")}
-CHILD = Path(__file__).with_name("runtime_child.py")
+CHILD = Path(runtime_child.__file__)
+# eraflow's answers are per-era ranks (r − 0.5)/n: two rankings differ by ≥ 0.5/n (> 1e-9 for any era under
+# 5e8 rows) when one row moves, and not at all otherwise; 1e-9 also forgives a raw answer's float noise
+# across NumPy/BLAS versions (~1e-16 relative) while catching a library that reads the model otherwise.
+AGREE_TOLERANCE = 1e-9
 
 
 class RuntimeBuildError(EraflowError):
@@ -247,6 +259,50 @@ def limit_checks(seconds: float, peak: int | None, timeout: float, cpus: int | N
     return [Check("time", seconds <= timeout, f"{seconds:.1f} s{on} (limit {timeout:g} s)"), memory]
 
 
+def eraflow_values(path: str | Path, spec: dict) -> tuple[np.ndarray, list]:
+    """The pickle at ``path`` loaded and run in eraflow's own process on the child's frame, era by era as the
+    child calls it (:func:`.runtime_child.predict_eras`): its values (rows × columns) and the rows' ids."""
+    model = cloudpickle.loads(Path(path).read_bytes())
+    live = runtime_child.live_frame(spec)
+    answers = runtime_child.predict_eras(model, live, len(inspect.signature(model).parameters))
+    return runtime_child.answer_values(answers), [i for _, era in answers for i in era.index]
+
+
+def short(x: float) -> str:
+    """``x`` to one significant digit, exponent unpadded: ``1e-9``, ``3e-16``, ``0``."""
+    return f"{x:.1g}".replace("e-0", "e-").replace("e+0", "e+")
+
+
+def compare_predictions(theirs: np.ndarray, ours: np.ndarray, ids: list) -> Check:
+    """agree: ``max |theirs − ours| ≤ AGREE_TOLERANCE`` (the runtime's and eraflow's values), else how many rows
+    differ and the id of the row that differs most (NaN in ``ours`` differs by ∞)."""
+    if theirs.shape != ours.shape:
+        return Check("agree", False, f"the runtime answered {theirs.shape} values (rows, columns), "
+                                     f"eraflow's Python {ours.shape}")
+    diff = np.nan_to_num(np.abs(theirs - ours), nan=np.inf)
+    row, col = np.unravel_index(np.argmax(diff), diff.shape) if diff.size else (0, 0)
+    largest = float(diff[row, col]) if diff.size else 0.0
+    if largest <= AGREE_TOLERANCE:
+        return Check("agree", True,
+                     f"predictions equal eraflow's to {short(AGREE_TOLERANCE)} (max |diff| {short(largest)})")
+    differ = int((diff > AGREE_TOLERANCE).any(axis=1).sum())
+    return Check("agree", False, f"{differ:,} of {len(diff):,} predictions differ from eraflow's by more than "
+                                 f"{short(AGREE_TOLERANCE)}; most at id {ids[row]}: {theirs[row, col]:.6g} in the "
+                                 f"runtime, {ours[row, col]:.6g} in eraflow's Python")
+
+
+def agree_check(path: str | Path, spec: dict, answered: bool, predictions: Path) -> Check:
+    """agree: the runtime's saved ``predictions`` against the pickle run by eraflow (:func:`eraflow_values`);
+    not reached unless the runtime ``answered`` acceptably."""
+    if not answered:
+        return Check("agree", None, "not reached")
+    try:
+        ours, ids = eraflow_values(path, spec)
+    except Exception as exc:  # whatever the pickle raises in eraflow's process
+        return Check("agree", False, f"in eraflow's Python the pickle raised {runtime_child.error_line(exc)}")
+    return compare_predictions(np.load(predictions, allow_pickle=False), ours, ids)
+
+
 def last_line(text: str) -> str:
     return ((text or "").strip().splitlines() or ["no output"])[-1][:200]
 
@@ -269,8 +325,9 @@ def check_pickle(path: str | Path, runtime: str = DEFAULT_RUNTIME, features: lis
 
     ``live`` is a live parquet file; without it ``features`` (the columns the model reads) make a
     synthetic era of :data:`LIVE_ROWS` rows. ``needs`` adds optional libraries to those the pickle
-    names; ``progress`` is told when the runtime is built. Returns the checks; raises only when the
-    runtime cannot be built (RuntimeBuildError).
+    names; ``progress`` is told when the runtime is built. When the runtime's answer passes, the pickle is
+    also run in eraflow's process and the predictions compared (:func:`agree_check`). Returns the checks;
+    raises only when the runtime cannot be built (RuntimeBuildError).
 
     Example:
         >>> check_pickle("model.pkl", features=["feature_a", "feature_b"]).passed
@@ -282,10 +339,11 @@ def check_pickle(path: str | Path, runtime: str = DEFAULT_RUNTIME, features: lis
         raise InputError(f"{live} is not a file; give the live parquet file (e.g. data/live.parquet)")
     venv = runtime_venv(runtime, set(needs) | pickle_needs(path), root, progress)
     with tempfile.TemporaryDirectory(prefix="eraflow-runtime-") as tmp:
-        spec, result_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
-        spec.write_text(json.dumps({"live": None if live is None else str(Path(live).resolve()),
-                                    "features": features, "rows": LIVE_ROWS}))
-        command = [str(venv / "bin" / "python"), "-I", str(CHILD), str(Path(path).resolve()), str(spec),
+        spec_path, result_path, predictions = Path(tmp) / "spec.json", Path(tmp) / "result.json", Path(tmp) / "p.npy"
+        spec = {"live": None if live is None else str(Path(live).resolve()), "features": features, "rows": LIVE_ROWS,
+                "predictions": str(predictions)}
+        spec_path.write_text(json.dumps(spec))
+        command = [str(venv / "bin" / "python"), "-I", str(CHILD), str(Path(path).resolve()), str(spec_path),
                    str(result_path)]
         start = time.perf_counter()
         try:
@@ -295,8 +353,9 @@ def check_pickle(path: str | Path, runtime: str = DEFAULT_RUNTIME, features: lis
             died = f"killed after the {timeout:g} s limit"
         seconds = time.perf_counter() - start
         result = json.loads(result_path.read_text()) if result_path.is_file() else {}
+        agree = agree_check(path, spec, result.get("stage") == "done", predictions)  # saved before "done"
     peak = result["peak_kib"] * 1024 if "peak_kib" in result else None
-    checks = stage_checks(result, died) + limit_checks(seconds, peak, timeout, result.get("cpus"))
+    checks = stage_checks(result, died) + [agree] + limit_checks(seconds, peak, timeout, result.get("cpus"))
     return RuntimeCheck(runtime, tuple(checks), seconds, peak, result.get("rows"))
 
 

@@ -2,7 +2,8 @@
 
 Usage: ``python runtime_child.py MODEL.pkl SPEC.json RESULT.json``. This file imports only the
 standard library at the top, and numpy/pandas inside functions, so it runs in the runtime venv
-(:mod:`eraflow.engine.numerai.runtime`), which has no eraflow. It follows numerai-predict's
+(:mod:`eraflow.engine.numerai.runtime`), which has no eraflow; eraflow imports it too, to predict
+the same frame in its own process (:func:`live_frame`, :func:`predict_eras`). It follows numerai-predict's
 ``predict.py``:
 
 1. pin the process to one CPU (Numerai's limit; the parent also sets the thread variables to 1);
@@ -12,7 +13,9 @@ standard library at the top, and numpy/pandas inside functions, so it runs in th
 4. for each era: ``predict(era_features)`` or ``predict(era_features, benchmarks.loc[era_features.index])``
    (benchmarks: one random column indexed like the live frame);
 5. each era's answer must be exactly a ``pd.DataFrame`` (no subclass), indexed like the era's
-   rows, without NaN, every value in [0, 1] (:func:`answer_problem`).
+   rows, without NaN, every value in [0, 1] (:func:`answer_problem`);
+6. the answers' values, eras in order (:func:`answer_values`), saved as float64 ``.npy`` to
+   ``SPEC["predictions"]`` for the parent to compare with eraflow's.
 
 RESULT.json is rewritten at each step: ``stage`` (load, read, predict, answer, done), ``problem`` (None or
 one line), ``args``, ``rows``, ``eras``, ``cpus`` (CPUs it may run on), ``python`` and ``peak_kib`` (this process's peak RSS, :func:`peak_kib`), so the parent
@@ -56,6 +59,11 @@ def read_live(path: str):
     return frame.set_index("id") if "id" in frame.columns else frame
 
 
+def live_frame(spec: dict):
+    """The frame to predict: ``SPEC["live"]`` read as Numerai does, else the synthetic era of ``SPEC["features"]``."""
+    return read_live(spec["live"]) if spec.get("live") else synthetic_live(spec["features"], spec["rows"])
+
+
 def benchmarks_for(live):
     """A benchmark-models frame indexed like ``live``: one column of random values in (0, 1)."""
     import numpy as np
@@ -84,6 +92,20 @@ def answer_problem(out, era_features) -> str | None:
     return None
 
 
+def predict_eras(model, live, args: int) -> list:
+    """``(answer, era_features)`` for each era of ``live`` in ``groupby`` order, ``model`` called with ``args``
+    (1 or 2) arguments as Numerai calls it; an exception of ``model`` propagates."""
+    benchmarks = benchmarks_for(live) if args == 2 else None
+    return [(model(era) if args == 1 else model(era, benchmarks.loc[era.index]), era) for _, era in live.groupby("era")]
+
+
+def answer_values(answers: list):
+    """The answers' values as one float64 array (rows × columns), eras in the order of ``answers``."""
+    import numpy as np
+
+    return np.concatenate([out.to_numpy(dtype=np.float64) for out, _ in answers]) if answers else np.zeros((0, 0))
+
+
 def error_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
 
@@ -103,22 +125,32 @@ def run(model_path: str, spec: dict, report) -> None:
         return report(stage="predict", problem=f"predict takes {args} arguments; Numerai passes 1 or 2")
     report(stage="read")
     try:
-        live = read_live(spec["live"]) if spec.get("live") else synthetic_live(spec["features"], spec["rows"])
-        eras = live.groupby("era")
+        live = live_frame(spec)
+        eras = live["era"].nunique()
     except Exception as exc:
         return report(problem=f"reading the live data raised {error_line(exc)}")
-    benchmarks = benchmarks_for(live) if args == 2 else None
-    report(stage="predict", rows=len(live), eras=len(eras))
-    answers = []
-    for _, era_features in eras:
-        try:
-            out = model(era_features) if args == 1 else model(era_features, benchmarks.loc[era_features.index])
-        except Exception as exc:
-            return report(problem=f"predict raised {error_line(exc)}")
-        answers.append((out, era_features))
+    report(stage="predict", rows=len(live), eras=eras)
+    try:
+        answers = predict_eras(model, live, args)
+    except Exception as exc:
+        return report(problem=f"predict raised {error_line(exc)}")
     report(stage="answer")
     problem = next(filter(None, (answer_problem(out, era_features) for out, era_features in answers)), None)
+    if problem is None:
+        problem = save_values(answers, spec["predictions"])
     report(problem=problem, stage="answer" if problem else "done")
+
+
+def save_values(answers: list, path: str) -> str | None:
+    """Save :func:`answer_values` to ``path`` (``.npy``); the problem when the eras' answers do not stack."""
+    import numpy as np
+
+    try:
+        values = answer_values(answers)
+    except ValueError as exc:
+        return f"its answers for different eras do not stack ({error_line(exc)})"
+    np.save(path, values, allow_pickle=False)
+    return None
 
 
 def peak_kib() -> int:
