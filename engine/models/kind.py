@@ -31,7 +31,8 @@ from ..errors import InputError
 
 DEFAULT_KIND = "lgbm"
 TRAINABLE = ("lgbm", "xgb", "linear", "logistic", "rf", "v3x")  # kinds `eraflow train --model` fits
-KIND_MODULES = {**{k: k for k in TRAINABLE}, "ensemble": "ensemble"}  # kind → module; ensembles come from `eraflow ensemble`
+# kind → its module; ensembles come from `eraflow ensemble`, not `eraflow train`
+KIND_MODULES = {**{k: k for k in TRAINABLE}, "ensemble": "ensemble"}
 EXTRAS = {"xgboost": "xgb"}  # optional library → the extra that installs it
 MODEL_FORMAT = 2  # model.json ``format``: 2 names the kind; a directory without it is format 1 (lgbm)
 MISSING_LABEL = 0.5  # label of a row without a target value; its weight is 0

@@ -168,7 +168,8 @@ class LightGBMKind:
 
     def train_params(self, data: FitData, settings: dict) -> dict:
         """LightGBM's parameters for a fit: the settings less the rounds, with threads, device and seed."""
-        return {**without_clash(with_threads(split_rounds(settings)[0])), **device_params(data.device), "seed": data.seed}
+        base = without_clash(with_threads(split_rounds(settings)[0]))
+        return {**base, **device_params(data.device), "seed": data.seed}
 
     def fit(self, data: FitData, settings: dict, rounds: int | None, tracker: Tracker | None) -> LightGBMModel:
         label, weight = data.labels(data.train_eras)

@@ -18,8 +18,8 @@ the same frame in its own process (:func:`live_frame`, :func:`predict_eras`). It
    ``SPEC["predictions"]`` for the parent to compare with eraflow's.
 
 RESULT.json is rewritten at each step: ``stage`` (load, read, predict, answer, done), ``problem`` (None or
-one line), ``args``, ``rows``, ``eras``, ``cpus`` (CPUs it may run on), ``python`` and ``peak_kib`` (this process's peak RSS, :func:`peak_kib`), so the parent
-knows how far a process that crashed got.
+one line), ``args``, ``rows``, ``eras``, ``cpus`` (CPUs it may run on), ``python`` and ``peak_kib``
+(this process's peak RSS, :func:`peak_kib`), so the parent knows how far a process that crashed got.
 """
 
 from __future__ import annotations
