@@ -27,6 +27,14 @@ ROUNDS_KEYS = ("n_estimators", "num_iterations", "num_boost_round", "num_trees",
 THREADS_KEYS = ("num_threads", "num_thread", "nthread", "nthreads", "n_jobs")
 
 
+def read_toml(path: Path) -> dict:
+    """The TOML document in ``path``; InputError when it is not valid TOML."""
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path} is not valid TOML ({exc})") from None
+
+
 def load_params(spec: str) -> dict:
     """A preset name or the path of a TOML file of LightGBM parameters (optionally ``preset = "…"``)."""
     if spec in PRESETS:
@@ -34,10 +42,7 @@ def load_params(spec: str) -> dict:
     path = Path(spec)
     if not path.exists():
         raise InputError(f"--params {spec!r} is neither a preset ({', '.join(PRESETS)}) nor a file")
-    try:
-        doc = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path} is not valid TOML ({exc})") from None
+    doc = read_toml(path)
     base = doc.pop("preset", "starter")
     if base not in PRESETS:
         raise InputError(f"{path}: unknown preset {base!r}; choose one of {', '.join(PRESETS)}")
@@ -56,10 +61,7 @@ def read_params_file(path: Path) -> dict:
     """A TOML file of plain ``name = value`` parameters."""
     if not path.is_file():
         raise InputError(f"--params {str(path)!r} is not a file")
-    try:
-        doc = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path} is not valid TOML ({exc})") from None
+    doc = read_toml(path)
     bad = [k for k, v in doc.items() if not is_plain(v)]
     if bad:
         raise InputError(f"{path}: parameters must be plain values or lists of them; {bad} are not")
