@@ -10,7 +10,7 @@ from eraflow.engine import open_store
 from eraflow.engine.evaluation.ledger import record_run
 from eraflow.engine.evaluation.predictions import write_predictions
 from eraflow.engine.models.kind import DEFAULT_KIND, TRAINABLE
-from eraflow.engine.models.params import DEVICES, kind_params, with_options
+from eraflow.engine.models.params import DEVICES, check_network_option, kind_params, with_options
 from eraflow.engine.models.predict import ENSEMBLE, load_model, predict_table
 from eraflow.engine.models.train import TrainConfig, train_models, training_run
 from eraflow.engine.outputs import check_output_dir, check_output_file
@@ -36,6 +36,8 @@ from .runs import ledger_option
 @click.option("--sub-model", type=click.Choice(["xgb", "lgbm"]), help="v3x: kind of the block models [default: xgb].")
 @click.option("--meta", type=click.Choice(["ridge", "simplex"]),
               help="v3x: meta-model weights, ridge (CV'd alpha) or simplex (non-negative, summing to 1).")
+@click.option("--epochs", type=int, help="gtruda/mlp: most epochs (passes over the training rows) [default: 30].")
+@click.option("--batch-size", type=int, help="gtruda/mlp: rows per batch [default: gtruda 2048, mlp 512].")
 @click.option("--cv", type=int, default=0, show_default=True, help="Era CV folds (0: none).")
 @click.option("--embargo", type=int, help="Eras dropped between training and test eras [default: from the target].")
 @click.option("--cv-mode", type=click.Choice(["expanding", "blocked"]), default="expanding", show_default=True)
@@ -45,29 +47,35 @@ from .runs import ledger_option
               help="Train on every N-th era of the training range (4 against the overlap of 20-day targets); "
                    "embargoes still count store eras.")
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
-              help="lgbm/rf: gpu = LightGBM's OpenCL learner, cuda = a CUDA build (make lightgbm-cuda); xgb: gpu or "
-                   "cuda = XGBoost's CUDA; auto: a GPU if one answers, else cpu. linear/logistic run on the CPU.")
+              help="lgbm/rf: gpu = LightGBM's OpenCL learner, cuda = a CUDA build (make lightgbm-cuda); xgb, gtruda, "
+                   "mlp: gpu or cuda = CUDA; auto: a GPU if one answers, else cpu. linear/logistic: the CPU.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--early-stopping", type=int, default=100, show_default=True, help="Rounds without improvement.")
+@click.option("--early-stopping", type=int, default=100, show_default=True,
+              help="Rounds without improvement (networks: their patience parameter).")
 @ledger_option
 @quiet_option
 @json_option
 def train(store_path, output, targets, feature_set, features, kind, params_spec, blocks, pca_frac, sub_model, meta,
-          cv, embargo, cv_mode, train_eras, valid_eras, era_step, device, seed, early_stopping, ledger, quiet, as_json):
+          epochs, batch_size, cv, embargo, cv_mode, train_eras, valid_eras, era_step, device, seed, early_stopping,
+          ledger, quiet, as_json):
     """Train models from a store: one per target (of kind --model), plus a rank ensemble.
 
     Early stopping watches the mean per-era numerai_corr of the held-out eras, not l2. With
     --cv, out-of-fold predictions and per-fold scores are saved in the model directory.
     Targets with identical values (`target` is `target_ender_20`) are trained once. Progress goes
-    to stderr: a bar of rounds on a terminal, else a line per model and every 20 s (--quiet: none).
+    to stderr: on a terminal a bar of rounds (networks: epochs, and the current epoch's batches),
+    else a line per model, per epoch and every 20 s (--quiet: none).
 
     \b
     Example:
       eraflow train store/ -o models/starter --target target --target 'target_*_20' --cv 4 --valid-eras 0575:
       eraflow train store/ -o models/v3x --model v3x --blocks 4 --meta simplex
+      eraflow train store/ -o models/mlp --model mlp --epochs 20 --batch-size 8192 --valid-eras 0575: --device auto
     """
+    check_network_option("--epochs", epochs, kind)
+    check_network_option("--batch-size", batch_size, kind)
     params = with_options(kind_params(kind, params_spec), blocks=blocks, pca_frac=pca_frac, sub_model=sub_model,
-                          meta=meta)
+                          meta=meta, epochs=epochs, batch_size=batch_size)
     config = TrainConfig(targets=targets or ("target",), feature_set=feature_set,
                          features=tuple(csv_list(features)) if features else None, kind=kind, params=params,
                          cv=cv, embargo=embargo, cv_mode=cv_mode, train_eras=train_eras, valid_eras=valid_eras,

@@ -1,6 +1,6 @@
 """Every trainable kind works everywhere a model does, through the command line.
 
-For each kind of ``TRAINABLE``, one model (few trees, ``--cv 2`` so out-of-fold predictions
+For each kind of ``TRAINABLE``, one model (few trees or epochs, ``--cv 2`` so out-of-fold predictions
 exist) is trained once on a tiny store, then: ``predict``, ``live``, ``evaluate --model`` (the
 importance plot where the kind has one), ``export`` (the pickle's predictions equal ``live``'s),
 the ledger, ``eraflow run`` with ``[train] model = …``, and the export run in Numerai's runtime.
@@ -28,11 +28,13 @@ from eraflow.engine import SynthSpec
 from eraflow.engine.evaluation.ledger import show_run
 from eraflow.engine.models.kind import TRAINABLE
 from eraflow.engine.models.predict import load_model, predict_model
+from eraflow.engine.numerai.runtime import pickle_needs
 
 from .conftest import check_exported, synthetic_store
 from .test_train import FAST
 
-# Few trees or iterations: each kind trains (with 2 CV folds) in about a second on the tiny store.
+# Few trees, iterations or epochs (networks: small batches and layers): each kind trains (with 2 CV folds) in
+# about a second on the tiny store.
 SMALL = {
     "lgbm": {**FAST, "n_estimators": 8},
     "xgb": {"n_estimators": 8, "learning_rate": 0.1, "max_depth": 3, "colsample_bytree": 0.5},
@@ -40,16 +42,21 @@ SMALL = {
     "logistic": {"max_iter": 30},
     "rf": {"n_estimators": 8, "min_data_in_leaf": 20, "num_leaves": 15, "num_threads": 2},
     "v3x": {"blocks": 2, "n_estimators": 8, "meta": "simplex"},  # simplex: no alpha CV on 2 stacking eras
+    "gtruda": {"epochs": 2, "batch_size": 1024, "head": [16, 8], "patience": 2},
+    "mlp": {"epochs": 2, "batch_size": 1024, "widths": [16, 8], "patience": 2},
 }
-TINY = SynthSpec(eras=20, rows_per_era=100, features=20, validation_eras=4, unlabeled_eras=1, seed=11)
+# 160 features: GTRUDA's encoder needs at least 149
+TINY = SynthSpec(eras=20, rows_per_era=100, features=160, validation_eras=4, unlabeled_eras=1, seed=11)
 EMBARGO = "1"  # the tiny store's 19 labeled eras leave room for 2 folds, the alpha CV, V3X's blocks and stacking
 LIVE_ERA = 17  # store era whose rows make live.parquet
+PACKAGE = "eraflow.engine.models"
 
 
-def kind_param(kind: str):
-    """``kind`` as a test parameter, skipped (with the reason) while its module is not written yet."""
-    missing = importlib.util.find_spec(f"eraflow.engine.models.{kind}") is None
-    return pytest.param(kind, marks=pytest.mark.skipif(missing, reason=f"engine/models/{kind}.py not written yet"))
+def kind_param(kind: str, *values):
+    """``kind`` (and ``values``) as a test parameter, skipped (with the reason) while its module is not written yet."""
+    missing = importlib.util.find_spec(f"{PACKAGE}.{kind}") is None
+    reason = f"engine/models/{kind}.py not written yet"
+    return pytest.param(kind, *values, marks=pytest.mark.skipif(missing, reason=reason))
 
 
 KINDS = [kind_param(k) for k in TRAINABLE]
@@ -170,9 +177,11 @@ def test_evaluate_with_the_model_plots_its_importance(trained, store, tmp_path):
 
 
 def test_the_export_runs_in_numerais_runtime(trained, live_file, runtime_root, tmp_path):
+    """The pickle passes in Numerai's runtime, which lacks torch: no kind's pickle names it (networks: NumPy)."""
     _, model_dir, _ = trained
     check = check_exported(model_dir, tmp_path / "model.pkl", runtime_root, live_file)
     assert check.passed, check.reason
+    assert pickle_needs(tmp_path / "model.pkl") == set()
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -205,10 +214,18 @@ def test_an_unknown_kind_is_refused(store, tmp_path):
     assert not (tmp_path / "m").exists()
 
 
-def test_a_kind_whose_library_is_missing_names_the_extra(store, tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "xgboost", None)  # `import xgboost` fails as when the extra is missing
-    monkeypatch.delitem(sys.modules, "eraflow.engine.models.xgb", raising=False)
-    assert_refused(train_refused(store, tmp_path / "m", "--model", "xgb"), "pip install 'eraflow[xgb]'")
+@pytest.mark.parametrize("kind, library, modules, extra", [
+    kind_param("xgb", "xgboost", ("xgb",), "xgb"),
+    kind_param("gtruda", "torch", ("gtruda", "nn"), "nn"),
+    kind_param("mlp", "torch", ("mlp", "nn"), "nn"),
+])
+def test_a_kind_whose_library_is_missing_names_the_extra(kind, library, modules, extra, store, tmp_path,
+                                                          monkeypatch):
+    monkeypatch.setitem(sys.modules, library, None)  # `import <library>` fails as when the extra is missing
+    for name in [n for n in sys.modules if any(n == f"{PACKAGE}.{m}" or n.startswith(f"{PACKAGE}.{m}.")
+                                               for m in modules)]:
+        monkeypatch.delitem(sys.modules, name)  # the kind's modules import it again
+    assert_refused(train_refused(store, tmp_path / "m", "--model", kind), f"pip install 'eraflow[{extra}]'")
     assert not (tmp_path / "m").exists()
 
 

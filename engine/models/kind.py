@@ -1,7 +1,7 @@
 """The model interface: what every kind of model does, and the registry of kinds.
 
-A **kind** (``lgbm``, ``xgb``, ``linear``, ``logistic``, ``rf``, ``v3x``) turns a store view into a
-**fitted model** for one target:
+A **kind** (``lgbm``, ``xgb``, ``linear``, ``logistic``, ``rf``, ``v3x``, and the networks ``gtruda``
+and ``mlp``) turns a store view into a **fitted model** for one target:
 
 1. ``check_settings(params)`` completes the kind's defaults with ``--params`` and names any
    parameter the kind does not take;
@@ -30,10 +30,10 @@ from ..data.store import EraStore, row_runs
 from ..errors import InputError
 
 DEFAULT_KIND = "lgbm"
-TRAINABLE = ("lgbm", "xgb", "linear", "logistic", "rf", "v3x")  # kinds `eraflow train --model` fits
+TRAINABLE = ("lgbm", "xgb", "linear", "logistic", "rf", "v3x", "gtruda", "mlp")  # kinds `eraflow train --model` fits
 # kind → its module; ensembles come from `eraflow ensemble`, not `eraflow train`
 KIND_MODULES = {**{k: k for k in TRAINABLE}, "ensemble": "ensemble"}
-EXTRAS = {"xgboost": "xgb"}  # optional library → the extra that installs it
+EXTRAS = {"xgboost": "xgb", "torch": "nn"}  # optional library → the extra that installs it
 MODEL_FORMAT = 2  # model.json ``format``: 2 names the kind; a directory without it is format 1 (lgbm)
 MISSING_LABEL = 0.5  # label of a row without a target value; its weight is 0
 
@@ -78,6 +78,9 @@ class Tracker(Protocol):
     """Hears of a model's training rounds (progress bars, ``TrainStatus``)."""
 
     def step(self, round: int, corr: float | None) -> None: ...
+
+    def batch(self, done: int, total: int) -> None:
+        """``done`` of the ``total`` batches of the current round (epoch) have run (kinds that train in batches)."""
 
 
 class Fitted(Protocol):

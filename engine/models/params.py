@@ -23,6 +23,7 @@ PRESETS = {
 BASE = {"objective": "regression", "metric": "None", "bin_construct_sample_cnt": 20000, "verbosity": -1,
         "force_col_wise": True}
 DEVICES = ("cpu", "gpu", "cuda", "auto")
+NETWORK_KINDS = ("gtruda", "mlp")  # kinds trained in epochs of batches: they take epochs and batch_size
 ROUNDS_KEYS = ("n_estimators", "num_iterations", "num_boost_round", "num_trees", "num_round", "num_rounds")
 THREADS_KEYS = ("num_threads", "num_thread", "nthread", "nthreads", "n_jobs")
 
@@ -93,6 +94,17 @@ def with_options(params: dict | None, **options) -> dict | None:
     """``params`` updated with the command-line options that were given (not None)."""
     given = {k: v for k, v in options.items() if v is not None}
     return {**(params or {}), **given} if given else params
+
+
+def check_network_option(name: str, value, kind: str) -> None:
+    """InputError unless ``value`` of the option ``name`` is None, or a whole number ≥ 1 for a kind of
+    :data:`NETWORK_KINDS`."""
+    if value is None:
+        return
+    if kind not in NETWORK_KINDS:
+        raise InputError(f"{name} applies to the network kinds ({', '.join(NETWORK_KINDS)}), not model kind {kind!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{name} must be a whole number ≥ 1, got {value!r}")
 
 
 def split_rounds(params: dict) -> tuple[dict, int]:

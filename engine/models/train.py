@@ -141,9 +141,9 @@ def _rows_target(store: EraStore, era_index: np.ndarray, t_col: int) -> np.ndarr
 @dataclass(frozen=True)
 class TrainStatus:
     """Where a training stands, for progress displays: sent when a model starts, after each of its
-    rounds, and when it ends."""
+    rounds, after each batch of a round (kinds that train in batches), and when it ends."""
 
-    event: str  # "start", "round" or "end"
+    event: str  # "start", "batch", "round" or "end"
     target: str
     model: str  # "fold 2/4" or "final"
     round: int  # rounds this model has run
@@ -156,6 +156,9 @@ class TrainStatus:
     done: int  # rounds run by the whole training so far
     total: int  # rounds the whole training runs at most (shrinks as models stop early)
     elapsed: float  # seconds since the training started
+    batch: int = 0  # batches of the current round (epoch) done: "batch" events, kinds that train in batches
+    batches: int = 0  # batches that round has (0: the kind reports none)
+    unit: str = "round"  # what a round is called: "round" (boosting), "epoch" (networks)
 
 
 StatusCallback = Callable[[TrainStatus], None]
@@ -169,8 +172,14 @@ class _ModelRounds:
         self.counter, self.target, self.model, self.rounds = counter, target, model, rounds
         self.train_eras, self.stop_eras = train_eras, stop_eras
         self.round, self.best_round = 0, 0
+        self.batches_done, self.batches = 0, 0
         self.corr: float | None = None
         self.best_corr: float | None = None
+
+    def batch(self, done: int, total: int) -> None:
+        """``done`` of the ``total`` batches of the current round have run (the round count stays)."""
+        self.batches_done, self.batches = done, total
+        self.counter.report(self, "batch", 0)
 
     def step(self, round: int, corr: float | None) -> None:
         self.round, self.corr = round, corr
@@ -184,8 +193,8 @@ class RoundCounter:
     ``progress(stage, advance, total)`` callback and a :class:`TrainStatus` listener."""
 
     def __init__(self, n_models: int, max_rounds: int, progress: Progress | None = None,
-                 status: StatusCallback | None = None):
-        self.max_rounds, self.total, self.done = max_rounds, n_models * max_rounds, 0
+                 status: StatusCallback | None = None, unit: str = "round"):
+        self.max_rounds, self.total, self.done, self.unit = max_rounds, n_models * max_rounds, 0, unit
         self.progress, self.status, self.started = progress, status, time.perf_counter()
 
     def start(self, target: str, model: str, rounds: int, train_eras: int, stop_eras: int) -> _ModelRounds:
@@ -205,12 +214,12 @@ class RoundCounter:
 
     def report(self, m: _ModelRounds, event: str, advance: int) -> None:
         self.done += advance
-        if self.progress:
-            self.progress("training rounds", advance, self.total)
+        if self.progress and event != "batch":
+            self.progress(f"training {self.unit}s", advance, self.total)
         if self.status:
             self.status(TrainStatus(event, m.target, m.model, m.round, m.rounds, m.train_eras, m.stop_eras, m.corr,
                                     m.best_corr, m.best_round, self.done, self.total,
-                                    time.perf_counter() - self.started))
+                                    time.perf_counter() - self.started, m.batches_done, m.batches, self.unit))
 
 
 @dataclass
@@ -329,12 +338,12 @@ def _warn_duplicates(aliases: dict[str, str]) -> None:
              "the ensemble counts it once)")
 
 
-def _warn_optimistic(config: TrainConfig) -> None:
-    """Scores measured on the eras that chose the number of rounds overstate what new eras will see."""
+def _warn_optimistic(config: TrainConfig, unit: str) -> None:
+    """Scores measured on the eras that chose the number of rounds (epochs) overstate what new eras will see."""
     scores = [name for name, used in (("cv", config.cv), ("validation", config.valid_eras)) if used]
     if scores:
         warn(f"{' and '.join(scores)} scores are optimistic: they are measured on the eras that early stopping "
-             "watched to choose the number of rounds; score eras no model saw with `eraflow evaluate`")
+             f"watched to choose the number of {unit}s; score eras no model saw with `eraflow evaluate`")
 
 
 @translates_write_errors("model", "out_dir")
@@ -358,7 +367,8 @@ def train_models(store: EraStore, out_dir: str | Path, config: TrainConfig, comm
     kind = get_kind(config.kind)
     settings = kind.check_settings(config.params)
     device = kind.resolve_device(config.device, settings)
-    counter = RoundCounter(len(targets) * (config.cv + 1), kind.max_rounds(settings), progress, status)
+    counter = RoundCounter(len(targets) * (config.cv + 1), kind.max_rounds(settings), progress, status,
+                           getattr(kind, "unit", "round"))
     fitter = Fitter(store, kind, settings, cols, config, device, counter)
     tmp = atomic_writer_path(out_dir)
     tmp.mkdir(parents=True)
@@ -405,7 +415,7 @@ def train_models(store: EraStore, out_dir: str | Path, config: TrainConfig, comm
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if kind.stops_early:
-        _warn_optimistic(config)
+        _warn_optimistic(config, counter.unit)
     return TrainResult(out_dir, targets, names, cv_report, valid_report, rounds_used, device,
                        time.perf_counter() - started, aliases, ensemble, settings)
 

@@ -140,9 +140,10 @@ def export_model(model: TrainedModel, path: str | Path, runtime: str = DEFAULT_R
     """Write ``predict(live_features, live_benchmark_models) -> DataFrame`` to ``path``; returns its size.
 
     The predictor's modules are pickled by value, so loading the file needs cloudpickle, numpy,
-    pandas and the kind's model library (lightgbm, xgboost…), not eraflow. Refused (InputError)
-    when eraflow's Python minor is not ``runtime``'s (:func:`check_python`); nothing is written
-    when a check of :func:`pickled_predict` fails. ``eraflow export --check`` also runs the pickle
+    pandas and the kind's model library (lightgbm, xgboost; none for the network kinds, whose
+    forward pass is NumPy), not eraflow or torch. Refused (InputError) when eraflow's Python minor
+    is not ``runtime``'s (:func:`check_python`); nothing is written when a check of
+    :func:`pickled_predict` fails. ``eraflow export --check`` also runs the pickle
     in the runtime's pins (:mod:`eraflow.engine.numerai.runtime`).
     """
     check_python(runtime)

@@ -38,7 +38,7 @@ from ..evaluation.ledger import record_run
 from ..evaluation.predictions import write_predictions
 from ..evaluation.report import write_report
 from ..models.kind import DEFAULT_KIND, TRAINABLE, get_kind
-from ..models.params import DEVICES, PRESETS, kind_params
+from ..models.params import DEVICES, PRESETS, check_network_option, kind_params, with_options
 from ..models.predict import MODEL_JSON, load_model
 from ..models.train import TrainConfig, train_models, training_run
 from ..notices import warn
@@ -66,7 +66,7 @@ SCHEMA: dict[str, dict[str, object]] = {
     "ingest": {"feature_set": str, "targets": list},
     "train": {"model": tuple(TRAINABLE), "targets": list, "params": str, "feature_set": str, "cv": int, "cv_mode": ("expanding", "blocked"),
               "device": DEVICES, "train_eras": str, "valid_eras": str, "seed": int, "early_stopping": int,
-              "era_step": int},
+              "era_step": int, "epochs": int, "batch_size": int},
     "postprocess": {"column": str, "neutralize": float, "feature_set": str},
     "evaluate": {"eras": str, "target": str, "feature_set": str, "meta_model": bool, "benchmark": str},
     "live": {"enabled": bool},
@@ -235,8 +235,18 @@ def load_pipeline(path: str | Path) -> Pipeline:
         local = path.parent / params
         train["params"] = str(local if local.exists() else params)
     kind = train.get("model", DEFAULT_KIND)
-    get_kind(kind).check_settings(kind_params(kind, train.get("params")))  # a bad parameter fails now, before any work
+    get_kind(kind).check_settings(train_params(train, path))  # a bad parameter fails now, before any work
     return Pipeline(path, config, Path(os.path.normpath(path.parent / config.get("workdir", path.stem))))
+
+
+def train_params(train: dict, path: Path) -> dict | None:
+    """The kind's parameters of a [train] section: its ``params`` (a preset or file), updated with
+    ``epochs`` and ``batch_size`` (network kinds only)."""
+    kind = train.get("model", DEFAULT_KIND)
+    options = {key: train.get(key) for key in ("epochs", "batch_size")}
+    for key, value in options.items():
+        check_network_option(f"{path.name} [train] {key}", value, kind)
+    return with_options(kind_params(kind, train.get("params")), **options)
 
 
 def fingerprint(*parts) -> str:
@@ -369,7 +379,7 @@ def run_pipeline(path: str | Path, client_factory: Callable | None = None,
             sources, store_dir, IngestOptions(feature_set=ingest.get("feature_set"), features_json=features_json,
                                               targets=tuple(ingest.get("targets", ("target*",)))), progress=progress))
     train = pipe.section("train")
-    params = kind_params(train.get("model", DEFAULT_KIND), train.get("params"))  # a file's content, not only its name
+    params = train_params(train, pipe.path)  # a file's content, not only its name
     train_fp = run.step("train", fingerprint(train, params, ingest_fp), lambda: model_identity(model_dir),
                         lambda: _train(pipe, store_dir, model_dir, params, command, ledger, progress, status))
     post = pipe.section("postprocess")

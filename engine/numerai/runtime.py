@@ -19,8 +19,10 @@ Numerai runs an uploaded pickle in its numerai-predict image, which has no erafl
 
 Optional libraries: torch (2.8.0 in the images) is installed only when asked (``needs=("torch",)``)
 or when the pickle names it (:func:`pickle_needs`), because PyPI's torch wheel pulls several GB of
-CUDA libraries; no eraflow kind exports torch objects today. pyarrow is pinned because Numerai's
-runtime reads live.parquet with ``pd.read_parquet``.
+CUDA libraries. No eraflow export names torch: the network kinds (``gtruda``, ``mlp``) export their
+weights as NumPy arrays with a NumPy forward pass (:mod:`eraflow.engine.models.portable.nets`), so
+their exports are checked in a runtime without torch. pyarrow is pinned because Numerai's runtime
+reads live.parquet with ``pd.read_parquet``.
 """
 
 from __future__ import annotations
