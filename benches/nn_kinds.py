@@ -1,32 +1,37 @@
-"""The network kinds (gtruda, mlp): validity, loader throughput and memory, against baselines in the same run.
+"""The network kinds (gtruda, mlp): validity, loader throughput, memory and step cost, with baselines in the same run.
 
-Parts (results merged into benches/results/nn_kinds.json, markdown rewritten each time):
+Parts (results merged into benches/results/nn_kinds.json, benches/results/nn_kinds.md rewritten each time):
 
-``validity``: planted-signal data (engine.data.synth; oracle.parquet holds the planted score) →
-``eraflow train --model KIND --train-eras :LAST`` on the first 75 % of eras (the networks stop early on
-their own held-out eras: the latest ``holdout`` share of the training eras, after the embargo) →
-``eraflow predict`` of the last 25 % → per-era numerai_corr of the model and of the oracle on the same
-eras (as benches/model_kinds.py). lgbm (benches/model_kinds.py's shallow model) is the baseline.
+``validity``: planted-signal data (engine.data.synth, 240 eras × 1000 rows × 310 features by default: gtruda
+needs ≥ 149; oracle.parquet holds the planted score) → ``eraflow train --model KIND --train-eras :LAST`` on
+the first 75 % of eras (the networks stop early on their own held-out eras: the latest ``holdout`` share of
+the training eras, after the embargo) → ``eraflow predict`` of the last 25 % → per-era numerai_corr of the
+model and of the oracle on the same eras (as benches/model_kinds.py, whose shallow lgbm is the baseline).
 
-``ensemble``: ``eraflow ensemble LGBM NET`` (rank mean, equal weights) of the validity models, predicted
-on the same held-out eras; per-era difference ensemble − lgbm alone, its mean and standard error.
+``ensemble``: ``eraflow ensemble LGBM NET`` (rank mean, equal weights) of the validity models, predicted on
+the same held-out eras; per-era difference ensemble − lgbm alone, its mean and standard error.
 
-``throughput``: in this process, the same training step (``STEPS``) fed (a) by nn/data.py's
-``batch_loader`` reading the store with pread and (b) by shuffled batches of an in-RAM float32 tensor of
-the same rows, same batch sizes, same number of batches; the loader alone (no step) shows the data rate.
-Cold: the store file's pages evicted (posix_fadvise DONTNEED) first. Medians of ``--repeats``.
+``throughput``: in this process, the kind's own step on one net, fed (a) by nn/loop.py ``run_epoch`` (the
+store loader, nn/data.py ``batch_loader``) and (b) by shuffled batches of an in-RAM float32 tensor of the same
+rows, same batch sizes; the two alternate, and their ratio is taken per repeat (the machine is shared). The
+loader alone (no step) gives the data rate, warm and after evicting the store file from the page cache.
 
-``memory``: ``eraflow train --model KIND`` for one epoch (params ``epochs = 1``) on a big store (e.g.
-1M rows × 2376 features) in a child process from a cold page cache of the store: wall time, the child's
-ru_maxrss and its RssAnon sampled every 20 ms (pread pages are page cache, not the child's RSS).
-``--subset-eras`` trains on a range of eras first (an epoch of gtruda on 1M × 2376 takes long on 2 cores).
+``memory``: ``eraflow train --model KIND`` for one epoch (params ``epochs = 1``) on a big store (1M rows ×
+2376 features; built by `eraflow synth` + `eraflow ingest` when DATA/store is missing) in a child process
+from a cold page cache of the store: wall and fit time, the child's ru_maxrss and its RssAnon sampled every
+20 ms (pread pages are page cache, not the child's RSS). ``--subset-eras`` trains on a range of eras.
 
-    python benches/nn_kinds.py validity --data /tmp/nn-validity --kinds lgbm,gtruda,mlp
+``steps``: one training step's time per row and peak memory by batch and feature count, in fresh children,
+with glibc's default allocator and with mmap turned off.
+
+    python benches/nn_kinds.py validity --data /tmp/nn-validity                 # lgbm, gtruda, mlp and variants
     python benches/nn_kinds.py ensemble --data /tmp/nn-validity --kinds gtruda,mlp
-    python benches/nn_kinds.py throughput --data /tmp/nn-validity --big /tmp/nn-big/store
-    python benches/nn_kinds.py memory --data /tmp/nn-big --kinds mlp        # DATA/store: `eraflow synth` + `ingest`
+    python benches/nn_kinds.py throughput --data /tmp/nn-validity --repeats 5   # 310 features
+    python benches/nn_kinds.py throughput --data /tmp/nn-big --kinds gtruda --rows 32768 --repeats 3
+    python benches/nn_kinds.py memory --data /tmp/nn-big --kinds mlp,gtruda
     python benches/nn_kinds.py memory --data /tmp/nn-big --kinds gtruda --subset-eras 0001:0040
-    python benches/nn_kinds.py table
+    python benches/nn_kinds.py steps
+    python benches/nn_kinds.py table                                            # rewrite the markdown
 """
 
 from __future__ import annotations
@@ -280,7 +285,8 @@ def timed_ram(net, step, x, y, sizes: list[int], epoch: int) -> float:
 
 
 def throughput_config(kind: str, store_dir: Path, workers: int, args) -> dict:
-    """Rows/s of the step fed by the loader (cold, warm) and from RAM, and of the loader alone."""
+    """Seconds and rows/s of one epoch of the step fed by the loader and from RAM, alternating, and of the
+    loader alone (warm, cold); their ratios per repeat."""
     from eraflow.engine.models.kind import FitData
     store = open_store(store_dir)
     n_features = len(store.feature_names)
@@ -345,8 +351,8 @@ torch.set_num_threads(2)
 torch.manual_seed(0)
 cast = autocast("cpu", False)
 if kind == "gtruda":
-    net = GtrudaNet(n)
-    step = gtruda.gtruda_step(net, cast, 3e-4, 1e-2, False)
+    net, s = GtrudaNet(n), gtruda.KIND.check_settings({})
+    step = gtruda.gtruda_step(net, cast, s["ae_lr"], s["head_lr"], False)
 else:
     net = DenseNet(n)
     step = mlp.dense_step(net, cast, mlp.KIND.check_settings({}))
@@ -516,10 +522,8 @@ NOTES = {
     "validity": ("No CV: each model trains once on the first 75 % of eras; the networks stop early on their own "
                  "held-out eras (the latest `holdout` share, 0.2, of the training eras, after the embargo) and keep "
                  "the best epoch; lgbm trains all its rounds. se: standard error of the held-out per-era mean. "
-                 "gtruda, mlp: the kinds' defaults; gtruda-b4096, mlp-p10: one variant each, chosen after the "
-                 "default runs from their training record (gtruda: 4 batches an epoch and its best epoch the first; "
-                 "mlp: validation corr still rising when patience 5 stopped it), not searched on the held-out eras "
-                 "(the VALIDITY table in the script says why each)."),
+                 "gtruda, mlp: the kinds' defaults; mlp-p10: patience 10; gtruda-seed: the seed's batch and head "
+                 "rate; mlp-mse: the dense net's first defaults (the VALIDITY table in the script says why each)."),
     "ensemble": ("`eraflow ensemble` rank mean (equal weights) of the validity models, predicted on the same held-out "
                  "eras. Difference: per era, ensemble corr − lgbm corr; its mean ± standard error. Verdict: helps or "
                  "hurts when the mean difference is beyond 2 se."),
@@ -555,10 +559,18 @@ GPU = ("No GPU was lent to this session: the CPU-vs-CUDA epoch time on 1M × 237
        "(`python benches/nn_kinds.py memory --data DATA --kinds mlp,gtruda --device cuda`, beside the CPU rows).")
 
 
+def cpu_name() -> str:
+    with open("/proc/cpuinfo") as fh:
+        return next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "CPU")
+
+
 def markdown(results: dict) -> str:
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    machine = f"{os.cpu_count()} cores, {memory_gib:.0f} GiB, {platform.machine()}, torch {results.get('torch', '?')}"
+    machine = (f"{cpu_name()}, {os.cpu_count()} cores, {memory_gib:.0f} GiB, {platform.machine()}, "
+               f"torch {results.get('torch', '?')}")
     out = [f"# Network kinds (gtruda, mlp) ({machine})", ""]
+    if results.get("findings"):  # written by hand into the JSON after reading the tables
+        out += ["## Findings", "", *[f"- {f}" for f in results["findings"]], ""]
     for part, table in TABLES.items():
         data = results.get(part)
         if not data:
