@@ -12,7 +12,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,xgb,nn]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,xgb,nn,dask]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "ingest": ("eraflow.cli.data", "ingest", "Stream parquet SRC files into an era-sorted store at STORE (a directory)."),
     "info": ("eraflow.cli.data", "info", "Summarise a store: rows, eras, features, feature sets, targets with NaN share, size."),
     "cache": ("eraflow.cli.cache", "cache", "The LightGBM Dataset cache of a store: list or clean it."),
+    "features": ("eraflow.cli.features", "features", "Engineer and select features of a store: per-group row statistics, named feature sets."),
+    "search": ("eraflow.cli.search", "search", "Search a model's parameters by era CV, locally or on a Dask cluster."),
     "train": ("eraflow.cli.models", "train", "Train models from a store: one per target (of kind --model), plus a rank ensemble."),
     "ensemble": ("eraflow.cli.ensemble", "ensemble", "Combine trained model directories of any kinds into one model, per era: rank mean or stacked weights."),
     "predict": ("eraflow.cli.models", "predict", "Predict every row of a store (or some eras) with a trained model."),
@@ -38,7 +40,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "bench": ("eraflow.cli.bench", "bench", "Benchmarks that print ratios against baselines measured in the same run."),
 }
 # commands whose work is LightGBM or numba: they take --threads N
-COMPUTE = frozenset({"ingest", "train", "ensemble", "predict", "score", "evaluate", "neutralize", "live", "export", "run"})
+COMPUTE = frozenset({"ingest", "features", "search", "train", "ensemble", "predict", "score", "evaluate", "neutralize", "live", "export", "run"})
 # errors of these libraries are about the data or parameters given: one line, exit 2
 LIBRARY_ERRORS = ("polars", "pyarrow", "lightgbm", "duckdb")
 

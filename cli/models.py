@@ -7,8 +7,10 @@ from pathlib import Path
 import click
 
 from eraflow.engine import open_store
+from eraflow.engine.cluster.client import check_store_visible, cluster_options, open_client
 from eraflow.engine.evaluation.ledger import record_run
 from eraflow.engine.evaluation.predictions import write_predictions
+from eraflow.engine.models.era_boost import with_era_boost
 from eraflow.engine.models.kind import DEFAULT_KIND, TRAINABLE
 from eraflow.engine.models.params import DEVICES, check_network_option, kind_params, with_options
 from eraflow.engine.models.predict import ENSEMBLE, load_model, predict_table
@@ -38,6 +40,10 @@ from .runs import ledger_option
               help="v3x: meta-model weights, ridge (CV'd alpha) or simplex (non-negative, summing to 1).")
 @click.option("--epochs", type=int, help="gtruda/mlp: most epochs (passes over the training rows) [default: 30].")
 @click.option("--batch-size", type=int, help="gtruda/mlp: rows per batch [default: gtruda 2048, mlp 512].")
+@click.option("--era-boost", "era_boost", metavar="SPEC",
+              help="lgbm/xgb: after the first fit, add trees fit on only the training eras it fits worst, e.g. "
+                   "proportion=0.5,steps=10[,trees=N]: STEPS times, TREES trees on the PROPORTION of eras of lowest "
+                   "per-era corr [trees: n_estimators/10].")
 @click.option("--cv", type=int, default=0, show_default=True, help="Era CV folds (0: none).")
 @click.option("--embargo", type=int, help="Eras dropped between training and test eras [default: from the target].")
 @click.option("--cv-mode", type=click.Choice(["expanding", "blocked"]), default="expanding", show_default=True)
@@ -52,12 +58,16 @@ from .runs import ledger_option
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--early-stopping", type=int, default=100, show_default=True,
               help="Rounds without improvement (networks: their patience parameter).")
+@cluster_options
+@click.option("--data-parallel", is_flag=True,
+              help="With --workers/--scheduler: train each lgbm model across all the workers (LightGBM's Dask "
+                   "interface; every round, no early stopping) instead of one target per worker.")
 @ledger_option
 @quiet_option
 @json_option
 def train(store_path, output, targets, feature_set, features, kind, params_spec, blocks, pca_frac, sub_model, meta,
-          epochs, batch_size, cv, embargo, cv_mode, train_eras, valid_eras, era_step, device, seed, early_stopping,
-          ledger, quiet, as_json):
+          epochs, batch_size, era_boost, cv, embargo, cv_mode, train_eras, valid_eras, era_step, device, seed,
+          early_stopping, workers, scheduler, scheduler_timeout, data_parallel, ledger, quiet, as_json):
     """Train models from a store: one per target (of kind --model), plus a rank ensemble.
 
     Early stopping watches the mean per-era numerai_corr of the held-out eras, not l2. With
@@ -66,31 +76,42 @@ def train(store_path, output, targets, feature_set, features, kind, params_spec,
     to stderr: on a terminal a bar of rounds (networks: epochs, and the current epoch's batches),
     else a line per model, per epoch and every 20 s (--quiet: none).
 
+    With --workers N (a local Dask cluster) or --scheduler ADDRESS the targets train as Dask tasks,
+    one per worker at a time, each reading the store by path (the model is the one a serial run
+    makes). Add --data-parallel to train each lgbm model across all the workers instead.
+
     \b
     Example:
       eraflow train store/ -o models/starter --target target --target 'target_*_20' --cv 4 --valid-eras 0575:
+      eraflow train store/ -o models/boosted --era-boost proportion=0.5,steps=10 --cv 4
       eraflow train store/ -o models/v3x --model v3x --blocks 4 --meta simplex
       eraflow train store/ -o models/mlp --model mlp --epochs 20 --batch-size 8192 --valid-eras 0575: --device auto
+      eraflow train /shared/store -o /shared/models/big --scheduler tcp://10.0.0.5:8786 --data-parallel
     """
     check_network_option("--epochs", epochs, kind)
     check_network_option("--batch-size", batch_size, kind)
     params = with_options(kind_params(kind, params_spec), blocks=blocks, pca_frac=pca_frac, sub_model=sub_model,
                           meta=meta, epochs=epochs, batch_size=batch_size)
+    params = with_era_boost(kind, params, era_boost)
     config = TrainConfig(targets=targets or ("target",), feature_set=feature_set,
                          features=tuple(csv_list(features)) if features else None, kind=kind, params=params,
                          cv=cv, embargo=embargo, cv_mode=cv_mode, train_eras=train_eras, valid_eras=valid_eras,
-                         device=device, seed=seed, early_stopping_rounds=early_stopping, era_step=era_step)
+                         device=device, seed=seed, early_stopping_rounds=early_stopping, era_step=era_step,
+                         data_parallel=data_parallel)
     command = command_line()
     check_output_dir(output, "model", inputs=[store_path])
     store = open_store(store_path)
-    with train_progress(quiet) as status:
-        result = train_models(store, output, config, command, status=status)
+    with open_client(workers, scheduler, scheduler_timeout) as client:
+        check_store_visible(client, store_path, store.fingerprint)
+        with train_progress(quiet) as status:
+            result = train_models(store, output, config, command, status=status, client=client)
     run = training_run(result, store, config, command)
     ledger_file = record_run(run, ledger)
     report = {"model_dir": str(result.model_dir), "kind": kind, "run_id": run.run_id, "ledger": str(ledger_file),
               "targets": result.targets, "device": result.device,
               "rounds": result.rounds, "cv": {t: r["overall"] for t, r in result.cv.items()}, "valid": result.valid,
               "ensemble": result.ensemble, "aliases": result.aliases, "era_step": era_step,
+              "data_parallel": data_parallel,
               "seconds": round(result.seconds, 2)}
     if as_json:
         print_json(report)

@@ -13,11 +13,12 @@ from rich.table import Table
 
 from eraflow.engine import open_store
 from eraflow.engine.atomic import atomic_write_parquet
+from eraflow.engine.cluster.client import check_store_visible, cluster_options, open_client
 from eraflow.engine.evaluation.evaluate import EvaluateOptions, evaluate_predictions, evaluation_run
 from eraflow.engine.evaluation.ledger import record_run
 from eraflow.engine.evaluation.predictions import align_predictions, write_predictions
 from eraflow.engine.evaluation.report import write_report
-from eraflow.engine.evaluation.scoring import meta_model_values, neutralize_aligned, score_aligned
+from eraflow.engine.evaluation.scoring import ScoreOptions, neutralize_aligned, score_predictions
 from eraflow.engine.models.predict import load_model
 from eraflow.engine.outputs import check_output_dir, check_output_file
 
@@ -42,24 +43,29 @@ backend_option = click.option("--backend", type=click.Choice(["auto", "numpy", "
 @click.option("--per-era", type=click.Path(path_type=Path), help="Write the per-era table to this parquet file.")
 @columns_option
 @backend_option
+@cluster_options
 @json_option
-def score(preds, store_path, targets, meta_model, meta_column, feature_set, per_era, columns, backend, as_json):
+def score(preds, store_path, targets, meta_model, meta_column, feature_set, per_era, columns, backend, workers,
+          scheduler, scheduler_timeout, as_json):
     """Score prediction columns era by era: numerai_corr, MMC, feature exposure.
 
     PREDS is Numerai's format (parquet or CSV): `id` plus one or more prediction columns; rows are
     matched to the store by id. Summary per column: corr mean, std, sharpe, max drawdown; MMC
     mean/std/sharpe with --meta-model; mean over eras of the max |corr| with any feature.
+    With --workers N or --scheduler ADDRESS the eras are scored in parts on a Dask cluster (same numbers).
 
     \b
     Example:
       eraflow score preds.parquet --store store/ --target target --meta-model meta_model.parquet
+      eraflow score preds.parquet --store /shared/store --scheduler tcp://10.0.0.5:8786
     """
     if per_era:
         check_output_file(per_era, "per_era", inputs=[preds, store_path, meta_model])
     store = open_store(store_path)
-    aligned = align_predictions(store, preds, csv_list(columns))
-    meta = meta_model_values(store, aligned, meta_model, meta_column) if meta_model else None
-    results = [score_aligned(store, aligned, t, meta, feature_set, backend) for t in (targets or ("target",))]
+    options = ScoreOptions(tuple(targets) or ("target",), meta_model, meta_column, feature_set, backend)
+    with open_client(workers, scheduler, scheduler_timeout) as client:
+        check_store_visible(client, store_path, store.fingerprint)
+        results = score_predictions(store, preds, options, csv_list(columns), client)
     summary = [row for r in results for row in r.summary()]
     if per_era:
         atomic_write_parquet(per_era, pa.concat_tables([pa.table(r.per_era()) for r in results]), "per_era")
@@ -151,28 +157,32 @@ def neutralize(preds, store_path, feature_set, proportion, ranked, output, colum
               help="A MODEL_DIR: adds top features by gain and a SHAP-style summary.")
 @columns_option
 @backend_option
+@cluster_options
 @ledger_option
 @json_option
 def evaluate(preds, store_path, output, target, feature_set, meta_model, meta_column, benchmark, benchmark_columns,
-             eras, model_dir, columns, backend, ledger, as_json):
+             eras, model_dir, columns, backend, workers, scheduler, scheduler_timeout, ledger, as_json):
     """Evaluate prediction columns era by era and write a report with plots.
 
     REPORT_DIR gets report.html (self-contained, plots embedded), the PNGs and metrics.json:
     corr mean/std/sharpe/max drawdown/APY/calmar/autocorrelation/smart sharpe/hit rate, TB200,
     FNC, neutral corr, feature exposure; MMC and BMC with --meta-model / --benchmark (BMC against
     each benchmark column: `bmc_<column>_*` when there are several). PREDS is parquet or CSV. The
-    run is recorded in the ledger.
+    run is recorded in the ledger. With --workers N or --scheduler ADDRESS the eras are scored in
+    parts on a Dask cluster (same numbers; every worker must see the files at the same paths).
 
     \b
     Example:
       eraflow evaluate preds.parquet --store store/ -o report/ --meta-model meta_model.parquet --feature-set medium
+      eraflow evaluate preds.parquet --store /shared/store -o report/ --workers 4
     """
     check_output_dir(output, "report", inputs=[preds, store_path, meta_model, benchmark, model_dir])
     store = open_store(store_path)
     options = EvaluateOptions(target, feature_set, meta_model, benchmark, eras, backend, meta_column,
                               tuple(c for value in benchmark_columns for c in csv_list(value)))
-    with row_progress(as_json) as progress:
-        result = evaluate_predictions(store, preds, options, csv_list(columns), progress)
+    with open_client(workers, scheduler, scheduler_timeout) as client, row_progress(as_json) as progress:
+        check_store_visible(client, store_path, store.fingerprint)
+        result = evaluate_predictions(store, preds, options, csv_list(columns), progress, client)
     model = load_model(model_dir) if model_dir else None
     paths = write_report(result, output, store, model)
     run = evaluation_run(result, store, options, command_line(), {**paths, "predictions": str(preds.resolve())})

@@ -534,7 +534,7 @@ def _meta(plan: IngestPlan, layout: EraLayout, nan_counts: dict) -> dict:
 def _is_current(store: Path, plan: IngestPlan) -> bool:
     try:
         with open_store(store) as current:
-            return current.fingerprint == plan.fingerprint
+            return current.meta.get("base_fingerprint", current.fingerprint) == plan.fingerprint
     except StoreError:
         return False
 

@@ -3,7 +3,8 @@
 A store is a directory::
 
     meta.json     format version, sources, feature/target names, feature sets, era labels, n_rows,
-                  rows per era (era_rows, format version 2)
+                  rows per era (era_rows, format version 2); after ``eraflow features``: the recipe of
+                  added columns (derived), the sets eraflow made (made_sets), base_fingerprint
     features.i8   n_rows × n_features int8, C order; missing = -1
     targets.f32   n_rows × n_targets float32; NaN kept
     offsets.i64   era offsets, length n_eras + 1: era k is rows offsets[k]:offsets[k+1]
@@ -185,6 +186,21 @@ META_KEYS = {  # key: (check, what the value must be)
 }
 
 
+def _is_group_stats(v) -> bool:
+    """``derived["group-stats"]`` as ``eraflow features --add`` writes it (engine.data.derived)."""
+    groups = v.get("groups") if isinstance(v, dict) else None
+    return (isinstance(groups, dict) and all(_is_names(m) for m in groups.values())
+            and _is_names(v.get("features")) and _is_count(v.get("bins")) and v["bins"] >= 2)
+
+
+OPTIONAL_KEYS = {  # written by `eraflow features`; checked when present
+    "derived": (lambda v: isinstance(v, dict) and all(_is_group_stats(r) for r in v.values()),
+                "an object of recipes with groups, features and bins"),
+    "made_sets": (lambda v: isinstance(v, dict) and all(isinstance(r, dict) for r in v.values()),
+                  "an object of recipe objects"),
+}
+
+
 def _meta_problem(meta: dict) -> str | None:
     """What is wrong with a meta.json's keys, types or lengths (None when nothing is)."""
     required = [k for k in META_KEYS if k != "era_rows" or meta["format_version"] >= 2]
@@ -194,11 +210,18 @@ def _meta_problem(meta: dict) -> str | None:
             return f"has no key {key!r}"
         if not check(meta[key]):
             return f"key {key!r} must be {what}"
+    for key, (check, what) in OPTIONAL_KEYS.items():
+        if key in meta and not check(meta[key]):
+            return f"key {key!r} must be {what}"
     features = set(meta["feature_names"])
     for name, members in meta["feature_sets"].items():
         unknown = [f for f in members if f not in features]
         if unknown:
             return f"key 'feature_sets' lists unknown features in {name!r}: {', '.join(unknown[:3])}"
+    for recipe in meta.get("derived", {}).values():
+        unknown = [f for f in recipe["features"] if f not in features]
+        if unknown:
+            return f"key 'derived' lists unknown features: {', '.join(unknown[:3])}"
     missing = [t for t in meta["target_names"] if t not in meta["target_nan_share"]]
     if missing:
         return f"key 'target_nan_share' has no entry for {', '.join(missing[:3])}"
@@ -400,9 +423,7 @@ class EraStore:
         if features is not None and feature_set is not None:
             raise InputError("give features or feature_set, not both")
         if feature_set is not None:
-            if feature_set not in self.feature_sets:
-                raise InputError(f"unknown feature set {feature_set!r}; the store has {sorted(self.feature_sets)}")
-            features = self.feature_sets[feature_set]
+            features = compose_feature_sets(self.feature_sets, feature_set)
         if features is None:
             return None
         return _name_indices(self.feature_names, features, "feature")
@@ -427,6 +448,17 @@ class EraStore:
                 batch_rows: int | None = None) -> Iterator[np.ndarray]:
         """float32 blocks of features (missing → NaN); see StoreView.batches."""
         return self.select().batches(rows, cols, batch_rows)
+
+
+def compose_feature_sets(sets: dict[str, list[str]], spec: str) -> list[str]:
+    """The features of ``spec``: one set's name, or names joined by ``+`` (``medium+group-stats``): the
+    union of the sets in the order given, each feature once. InputError naming an unknown set."""
+    names = [part.strip() for part in spec.split("+")]
+    unknown = [n for n in names if n not in sets]
+    if unknown:
+        raise InputError(f"unknown feature set {unknown[0]!r}; the store has {sorted(sets)} "
+                         "(join sets with '+', e.g. medium+group-stats)")
+    return list(dict.fromkeys(f for n in names for f in sets[n]))
 
 
 def _name_indices(names: list[str], wanted: Sequence[str], kind: str) -> np.ndarray:

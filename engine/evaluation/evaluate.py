@@ -11,8 +11,9 @@ column; ``bmc_<column>_*`` and ``corr_with_<column>`` per column when there are 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,6 +27,7 @@ from eraflow.kernels import (
     rank,
 )
 
+from ..cluster.client import open_task_store
 from ..data.eras import eras_in_range
 from ..data.ingest import Progress
 from ..data.store import FNC_FEATURE_SET, EraStore
@@ -33,7 +35,18 @@ from ..errors import InputError
 from .ledger import Run
 from .metrics import score_summary, top_bottom_corr
 from .predictions import AlignedPredictions, align_predictions
-from .scoring import era_batches, feature_indices, gather_features, meta_model_values, reference_values, target_index
+from .scoring import (
+    era_batches,
+    feature_indices,
+    gather_features,
+    keep_eras,
+    meta_model_values,
+    reference_values,
+    target_index,
+)
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 
 @dataclass(frozen=True)
@@ -97,14 +110,6 @@ class Evaluation:
         return rows
 
 
-def _keep_eras(preds: AlignedPredictions, keep: np.ndarray) -> AlignedPredictions:
-    """The predictions of the eras where ``keep`` (per covered era) is true."""
-    sizes = np.diff(preds.offsets)
-    row_mask = np.repeat(keep, sizes)
-    return AlignedPredictions(preds.columns, preds.values[row_mask], preds.rows[row_mask], preds.era_index[keep],
-                              np.concatenate([[0], np.cumsum(sizes[keep])]).astype(np.int64), preds.ids[row_mask])
-
-
 def _era_means(x: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Mean of the present values per era and column, (n_eras, m); NaN where an era has none."""
     present = ~np.isnan(x)
@@ -134,20 +139,22 @@ def target_by_decile(x: np.ndarray, t: np.ndarray, offsets: np.ndarray, backend:
         return (sums / counts).reshape(n_eras, m, DECILES)
 
 
-def evaluate_predictions(store: EraStore, path: str | Path, options: EvaluateOptions = EvaluateOptions(),
-                         columns: list[str] | None = None, progress: Progress | None = None) -> Evaluation:
-    """Align ``path`` to ``store`` and compute every per-era metric (see the module doc);
-    ``progress("evaluate", rows, total)`` after each batch of eras."""
+def _prepared(store: EraStore, path: str | Path, options: EvaluateOptions, columns: list[str] | None,
+              era_index: np.ndarray | None = None) -> tuple[AlignedPredictions, dict, list[str]]:
+    """The predictions of ``path`` aligned to ``store`` (the eras of ``options.eras``, then of ``era_index``
+    when given), the reference values per row ({(contribution key, corr key): (n,)}), the benchmark columns."""
     preds = align_predictions(store, path, columns)
     if options.eras:
         wanted = set(eras_in_range(store.eras, options.eras))
         keep = np.array([store.eras[k] in wanted for k in preds.era_index])
         if not keep.any():
             raise InputError(f"{Path(path).name} predicts no era in {options.eras}")
-        preds = _keep_eras(preds, keep)
-    t_col = target_index(store, options.target)
-    cols = feature_indices(store, options.feature_set)
-    neutral_cols = feature_indices(store, neutral_feature_set(store, options))
+        preds = keep_eras(preds, keep)
+    target_index(store, options.target)  # unknown target or feature set: refused before any work
+    feature_indices(store, options.feature_set)
+    feature_indices(store, neutral_feature_set(store, options))
+    if era_index is not None:
+        preds = keep_eras(preds, np.isin(preds.era_index, era_index))
     references: dict[tuple[str, str], np.ndarray] = {}  # (contribution key, corr key) -> values (n,)
     if options.meta_model:
         references["mmc", "corr_with_meta_model"] = meta_model_values(store, preds, Path(options.meta_model),
@@ -157,6 +164,15 @@ def evaluate_predictions(store: EraStore, path: str | Path, options: EvaluateOpt
         benchmarks, values = reference_values(store, preds, Path(options.benchmark),
                                               list(options.benchmark_columns) or None)
         references.update(zip(benchmark_keys(benchmarks), values.T))
+    return preds, references, benchmarks
+
+
+def _per_era_scores(store: EraStore, preds: AlignedPredictions, references: dict, options: EvaluateOptions,
+                    progress: Progress | None = None) -> dict[str, np.ndarray]:
+    """Every per-era metric of the module doc, (n_eras × m) per key (n_eras × m × 10 for target_by_decile)."""
+    t_col = target_index(store, options.target)
+    cols = feature_indices(store, options.feature_set)
+    neutral_cols = feature_indices(store, neutral_feature_set(store, options))
     parts: dict[str, list[np.ndarray]] = {}
     for k0, k1 in era_batches(preds.offsets, len(cols)):
         r0, r1 = preds.offsets[k0], preds.offsets[k1]
@@ -179,7 +195,59 @@ def evaluate_predictions(store: EraStore, path: str | Path, options: EvaluateOpt
             parts.setdefault(key, []).append(value)
         if progress:
             progress("evaluate", r1 - r0, len(preds.rows))
-    per_era = {k: np.concatenate(v) for k, v in parts.items()}
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def evaluate_part(store_path: str, fingerprint: str, path: str, options: EvaluateOptions, columns: list[str] | None,
+                  era_index: np.ndarray) -> dict[str, np.ndarray]:
+    """A Dask task: the per-era metrics of the store eras ``era_index``, opening the store and the
+    prediction (and reference) files by path where it runs."""
+    store = open_task_store(store_path, fingerprint)
+    preds, references, _ = _prepared(store, path, options, columns, era_index)
+    return _per_era_scores(store, preds, references, options)
+
+
+def _per_era_scores_on_dask(client: Client, store: EraStore, path: str | Path, preds: AlignedPredictions,
+                            options: EvaluateOptions, columns: list[str] | None,
+                            progress: Progress | None) -> dict[str, np.ndarray]:
+    """``_per_era_scores`` with the eras split into parts of about equal rows, one Dask task each."""
+    from ..cluster.executor import run_tasks
+    from ..cluster.partition import PARTS_PER_WORKER, era_parts, worker_count
+
+    sizes = np.diff(preds.offsets)
+    parts = era_parts(sizes, PARTS_PER_WORKER * worker_count(client))
+    options = replace(options, meta_model=_absolute(options.meta_model), benchmark=_absolute(options.benchmark))
+    tasks = {f"eras-{k0:06d}": (str(store.path.resolve()), store.fingerprint, str(Path(path).resolve()), options,
+                                columns, preds.era_index[k0:k1]) for k0, k1 in parts}
+    rows = {f"eras-{k0:06d}": int(sizes[k0:k1].sum()) for k0, k1 in parts}
+    done: dict[str, dict[str, np.ndarray]] = {}
+    for key, per_era in run_tasks(client, evaluate_part, tasks):
+        done[key] = per_era
+        if progress:
+            progress("evaluate", rows[key], len(preds.rows))
+    keys = sorted(done)  # era order
+    return {metric: np.concatenate([done[key][metric] for key in keys]) for metric in done[keys[0]]}
+
+
+def _absolute(path: str | Path | None) -> Path | None:
+    return Path(path).resolve() if path else None
+
+
+def evaluate_predictions(store: EraStore, path: str | Path, options: EvaluateOptions = EvaluateOptions(),
+                         columns: list[str] | None = None, progress: Progress | None = None,
+                         client: Client | None = None) -> Evaluation:
+    """Align ``path`` to ``store`` and compute every per-era metric (see the module doc);
+    ``progress("evaluate", rows, total)`` after each batch of eras (each part of eras on Dask).
+
+    With a Dask ``client`` the eras are split into parts of about equal rows (a few per worker), each
+    scored by a task that opens the store and the files by path (storage every worker sees at the same
+    path); every metric is per era, so the numbers equal those of a local run.
+    """
+    preds, references, benchmarks = _prepared(store, path, options, columns)
+    if client is None:
+        per_era = _per_era_scores(store, preds, references, options, progress)
+    else:
+        per_era = _per_era_scores_on_dask(client, store, path, preds, options, columns, progress)
     feature_sets = {"exposure": options.feature_set or "all", "neutral": neutral_feature_set(store, options) or "all"}
     sources = {"predictions": str(Path(path).resolve()), "store": str(store.path.resolve()),
                "store_fingerprint": store.fingerprint,
@@ -221,6 +289,8 @@ def evaluation_run(ev: Evaluation, store: EraStore, options: EvaluateOptions, co
               "meta_column": options.meta_column,
               "benchmark": str(options.benchmark) if options.benchmark else None,
               "benchmark_columns": ev.benchmarks or None}
-    features = store.feature_sets.get(options.feature_set, store.feature_names) if options.feature_set else store.feature_names
+    features = store.feature_names
+    if options.feature_set:
+        features = store.select(feature_set=options.feature_set).feature_names
     return Run("evaluate", command, params, store.fingerprint, [ev.target], features,
                {row["prediction"]: row for row in ev.summary()}, artifacts, per_era)

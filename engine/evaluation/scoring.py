@@ -8,8 +8,9 @@ never held as float.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,6 +19,9 @@ from eraflow.kernels import correlation_contribution, era_summary, feature_expos
 from ..data.store import EraStore, era_rows, era_subset_offsets
 from ..errors import InputError
 from .predictions import AlignedPredictions, align_predictions
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 BATCH_BYTES = 128 << 20  # int8 feature bytes gathered per batch of eras
 
@@ -115,6 +119,78 @@ def score_aligned(store: EraStore, preds: AlignedPredictions, target: str, meta:
     return Scores(preds.columns, target, preds.era_labels(store), np.concatenate(parts["corr"]),
                   np.concatenate(parts["mmc"]) if meta is not None else None,
                   np.concatenate(parts["max"]), np.concatenate(parts["rms"]))
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    targets: tuple[str, ...] = ("target",)
+    meta_model: Path | None = None  # meta model predictions (id + a column) for MMC
+    meta_column: str | None = None  # the meta model column when its file has several
+    feature_set: str | None = None  # features for exposure [default: all]
+    backend: str = "auto"
+
+
+def keep_eras(preds: AlignedPredictions, keep: np.ndarray) -> AlignedPredictions:
+    """The predictions of the eras where ``keep`` (bool per covered era) is true."""
+    sizes = np.diff(preds.offsets)
+    row_mask = np.repeat(keep, sizes)
+    return AlignedPredictions(preds.columns, preds.values[row_mask], preds.rows[row_mask], preds.era_index[keep],
+                              np.concatenate([[0], np.cumsum(sizes[keep])]).astype(np.int64), preds.ids[row_mask])
+
+
+def _score_eras(store: EraStore, preds: AlignedPredictions, options: ScoreOptions) -> list[Scores]:
+    """Scores of ``preds`` against each target of ``options``."""
+    meta = None
+    if options.meta_model:
+        meta = meta_model_values(store, preds, Path(options.meta_model), options.meta_column)
+    return [score_aligned(store, preds, t, meta, options.feature_set, options.backend) for t in options.targets]
+
+
+def score_part(store_path: str, fingerprint: str, path: str, options: ScoreOptions, columns: list[str] | None,
+               era_index: np.ndarray) -> list[Scores]:
+    """A Dask task: the scores of the store eras ``era_index``, opening the store and the files by path."""
+    from ..cluster.client import open_task_store
+
+    store = open_task_store(store_path, fingerprint)
+    preds = align_predictions(store, path, columns)
+    return _score_eras(store, keep_eras(preds, np.isin(preds.era_index, era_index)), options)
+
+
+def concat_scores(parts: list[Scores]) -> Scores:
+    """One Scores from the scores of consecutive parts of the eras (same columns and target)."""
+    mmc = [p.mmc for p in parts]
+    return Scores(parts[0].columns, parts[0].target, [era for p in parts for era in p.eras],
+                  np.concatenate([p.corr for p in parts]), None if mmc[0] is None else np.concatenate(mmc),
+                  np.concatenate([p.exposure_max for p in parts]), np.concatenate([p.exposure_rms for p in parts]))
+
+
+def score_predictions(store: EraStore, path: str | Path, options: ScoreOptions = ScoreOptions(),
+                      columns: list[str] | None = None, client: Client | None = None) -> list[Scores]:
+    """Align ``path`` to ``store`` and score it per era against each target of ``options`` (numerai_corr,
+    MMC with a meta model, feature exposure).
+
+    With a Dask ``client`` the eras are split into parts of about equal rows (a few per worker), each
+    scored by a task that opens the store and the files by path; every score is per era, so the numbers
+    equal those of a local run.
+    """
+    for target in options.targets:
+        target_index(store, target)  # unknown target or feature set: refused before any work
+    feature_indices(store, options.feature_set)
+    preds = align_predictions(store, path, columns)
+    if client is None:
+        return _score_eras(store, preds, options)
+    from ..cluster.executor import run_tasks
+    from ..cluster.partition import PARTS_PER_WORKER, era_parts, worker_count
+
+    if options.meta_model:  # a meta model file that misses predicted rows: refused before any task
+        meta_model_values(store, preds, Path(options.meta_model), options.meta_column)
+    options = replace(options, meta_model=Path(options.meta_model).resolve() if options.meta_model else None)
+    parts = era_parts(np.diff(preds.offsets), PARTS_PER_WORKER * worker_count(client))
+    tasks = {f"eras-{k0:06d}": (str(store.path.resolve()), store.fingerprint, str(Path(path).resolve()), options,
+                                columns, preds.era_index[k0:k1]) for k0, k1 in parts}
+    done = dict(run_tasks(client, score_part, tasks))
+    keys = sorted(done)  # era order
+    return [concat_scores([done[key][j] for key in keys]) for j in range(len(options.targets))]
 
 
 def reference_values(store: EraStore, preds: AlignedPredictions, path: Path,

@@ -354,6 +354,7 @@ def build_ensemble(model_dirs: list[str | Path], out_dir: str | Path, method: st
         w, fit_eras = fit_stack(members, opened, target)
         fingerprint = opened.fingerprint
     meta = {"format": MODEL_FORMAT, "kind": KIND.name, "features": members[0].features, "targets": [target],
+            "derived": members[0].meta.get("derived"),
             "aliases": {}, "method": method, "weights": w.tolist(), "fit_eras": fit_eras,
             "members": [member_entry(j, m) for j, m in enumerate(members)],
             "train_eras": {target: union_eras(members, "train_eras")},

@@ -1,13 +1,18 @@
 """Kind ``lgbm``: one LightGBM booster per target, trained from the store's cached binary Dataset.
 
-Settings are LightGBM parameters (a preset or a params.toml, :mod:`~eraflow.engine.models.params`);
-with stopping eras, training stops early on their mean per-era numerai_corr. The booster is
-saved as ``model_<target>.txt`` (LightGBM's text format), checked before LightGBM reads it.
+Settings are LightGBM parameters (a preset or a params.toml, :mod:`~eraflow.engine.models.params`)
+and the era boosting keys (:mod:`~eraflow.engine.models.era_boost`); with stopping eras, training
+stops early on their mean per-era numerai_corr. The booster is saved as ``model_<target>.txt``
+(LightGBM's text format), checked before LightGBM reads it.
+
+Era boosting continues the first fit's booster on a subset of its binned training Dataset
+(``Dataset.subset``: the worst eras' binned rows, the same bins, no float copy); the per-era corr of
+each step comes from predicting the training eras from the store a block of whole eras at a time.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -18,12 +23,22 @@ from eraflow.kernels import numerai_corr
 
 from ..data.store import EraStore, era_subset_offsets, int8_to_float32
 from ..errors import InputError
+from .era_boost import (
+    EraBoost,
+    boost_eras,
+    describe,
+    era_boost_of,
+    local_rows,
+    predict_block_rows,
+    without_era_boost,
+)
 from .kind import FitData, Tracker
 from .lgb_data import store_dataset
 from .lgb_errors import lightgbm_errors, lightgbm_failures, lightgbm_stderr_closed, predict_params
 from .model_files import check_model_text, damaged_file, missing_file
 from .params import device_params, load_params, split_rounds, with_threads, without_clash
 from .portable.boosters import LightGBMText
+from .predict import predict_rows
 
 
 def model_file(target: str) -> str:
@@ -88,17 +103,50 @@ class LightGBMSteps:
 
 def train_booster(store: EraStore, train_eras: np.ndarray, valid_eras: np.ndarray | None, cols: np.ndarray,
                   label: np.ndarray, weight: np.ndarray, valid_label: np.ndarray | None, params: dict, rounds: int,
-                  stopping: int, callbacks: tuple = ()) -> lgb.Booster:
-    """Train on ``train_eras``; with ``valid_eras`` stop early on their per-era corr."""
+                  stopping: int, callbacks: tuple = (), keep: bool = False) -> lgb.Booster:
+    """Train on ``train_eras``; with ``valid_eras`` stop early on their per-era corr. ``keep``: the
+    booster keeps its training Dataset (``booster.train_set``) and can go on training."""
     train = store_dataset(store, train_eras, cols, label, params)
     train.set_weight(weight)
     if valid_eras is None:
-        return lgb.train(params, train, rounds, callbacks=list(callbacks))
+        return lgb.train(params, train, rounds, callbacks=list(callbacks), keep_training_booster=keep)
     valid = store_dataset(store, valid_eras, cols, np.nan_to_num(valid_label, nan=0.5), params, reference=train)
     offsets = era_subset_offsets(store.offsets, valid_eras)
     return lgb.train(params, train, rounds, valid_sets=[valid], valid_names=["valid"],
-                     feval=era_corr_metric(valid_label, offsets),
+                     feval=era_corr_metric(valid_label, offsets), keep_training_booster=keep,
                      callbacks=[*callbacks, lgb.early_stopping(stopping, verbose=False)])
+
+
+def era_boosted(booster: lgb.Booster, data: FitData, boost: EraBoost, tracker: Tracker | None) -> LightGBMModel:
+    """The model of ``booster`` (trained with ``keep``, on ``data.train_eras``) after era boosting:
+    cut back to its best round when it stopped early, then ``boost.steps`` times ``boost.trees`` more
+    trees fit on the worst eras' rows of its training Dataset
+    (:func:`~eraflow.engine.models.era_boost.boost_eras`)."""
+    ran = booster.current_iteration()
+    for _ in range(ran - (booster.best_iteration or ran)):
+        booster.rollback_one_iter()
+    first, train = booster.current_iteration(), booster.train_set
+    offsets = era_subset_offsets(data.store.offsets, data.train_eras)
+
+    def predict() -> np.ndarray:
+        return predict_rows(LightGBMModel(booster, booster.current_iteration()), data.store, data.train_eras, data.cols,
+                            predict_block_rows(len(data.cols)))
+
+    last: list[lgb.Dataset] = []  # the booster's previous training subset, alive until it has moved off it
+
+    def grow(worst: np.ndarray) -> None:
+        rows = train.subset(local_rows(offsets, worst))
+        rows.free_raw_data = True  # binned rows of `train`: no raw data to keep (a cached one's is a file name)
+        for _ in range(boost.trees):
+            booster.update(train_set=rows)  # LightGBM reads the previous training data while it moves off it
+            if tracker:
+                tracker.step(ran + booster.current_iteration() - first, None)
+        last[:] = [rows]
+
+    steps = boost_eras(data.store, data.train_eras, data.target_values(data.train_eras), boost, predict, grow)
+    rounds = booster.current_iteration()
+    booster.model_from_string(booster.model_to_string(num_iteration=rounds)).free_dataset()  # as lgb.train does
+    return LightGBMModel(booster, rounds, describe(boost, first, steps))
 
 
 @dataclass
@@ -107,6 +155,7 @@ class LightGBMModel:
 
     booster: lgb.Booster
     rounds: int | None = None
+    info: dict = field(default_factory=dict)  # what model.json records of the fit (era boosting)
 
     def __post_init__(self):
         if self.rounds is None:  # best_iteration is 0 without early stopping, −1 for a booster read from a file
@@ -132,7 +181,7 @@ class LightGBMModel:
         return self.booster.predict(int8_to_float32(x), num_iteration=self.rounds, pred_contrib=True)[:, :-1]
 
     def describe(self) -> dict:
-        return {}
+        return self.info
 
 
 def load_booster(file: Path, features: list[str]) -> lgb.Booster:
@@ -157,28 +206,37 @@ class LightGBMKind:
 
     def check_settings(self, params: dict | None) -> dict:
         settings = dict(load_params(self.preset) if params is None else params)
-        unknown_lightgbm(self.name, settings)
+        unknown_lightgbm(self.name, without_era_boost(settings))
+        era_boost_of(settings, split_rounds(settings)[1])
         return settings
 
     def resolve_device(self, device: str, settings: dict) -> str:
-        return resolve_lightgbm_device(device, with_threads(split_rounds(settings)[0]))
+        return resolve_lightgbm_device(device, with_threads(split_rounds(without_era_boost(settings))[0]))
 
     def max_rounds(self, settings: dict) -> int:
-        return split_rounds(settings)[1]
+        """The first fit's rounds and the era boosting trees."""
+        rounds = split_rounds(settings)[1]
+        boost = era_boost_of(settings, rounds)
+        return rounds + (boost.extra_trees if boost else 0)
 
     def train_params(self, data: FitData, settings: dict) -> dict:
-        """LightGBM's parameters for a fit: the settings less the rounds, with threads, device and seed."""
-        base = without_clash(with_threads(split_rounds(settings)[0]))
+        """LightGBM's parameters for a fit: the settings less the rounds and era boosting, with threads,
+        device and seed."""
+        base = without_clash(with_threads(split_rounds(without_era_boost(settings))[0]))
         return {**base, **device_params(data.device), "seed": data.seed}
 
     def fit(self, data: FitData, settings: dict, rounds: int | None, tracker: Tracker | None) -> LightGBMModel:
+        """``rounds`` (all trees, era boosting's included) when given, else the settings' rounds; with
+        era boosting the first fit gets ``rounds`` less the boosting trees."""
+        boost = era_boost_of(settings, split_rounds(settings)[1])
+        first = split_rounds(settings)[1] if rounds is None else boost.first_rounds(rounds) if boost else rounds
         label, weight = data.labels(data.train_eras)
         valid_label = None if data.stop_eras is None else data.target_values(data.stop_eras)
         with lightgbm_errors():
             booster = train_booster(data.store, data.train_eras, data.stop_eras, data.cols, label, weight,
-                                    valid_label, self.train_params(data, settings), rounds or self.max_rounds(settings),
-                                    data.early_stopping, (LightGBMSteps(tracker),) if tracker else ())
-        return LightGBMModel(booster)
+                                    valid_label, self.train_params(data, settings), first, data.early_stopping,
+                                    (LightGBMSteps(tracker),) if tracker else (), keep=boost is not None)
+            return LightGBMModel(booster) if boost is None else era_boosted(booster, data, boost, tracker)
 
     def load(self, model_dir: Path, target: str, meta: dict) -> LightGBMModel:
         return LightGBMModel(load_booster(model_dir / model_file(target), meta["features"]))

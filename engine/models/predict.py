@@ -10,6 +10,7 @@ import numpy as np
 
 from eraflow.kernels import rank
 
+from ..data.derived import check_store_has_derived
 from ..data.eras import eras_in_range
 from ..data.store import EraStore, era_rows, era_subset_offsets, read_codes, row_runs
 from ..errors import InputError
@@ -135,6 +136,7 @@ def predict_model(model: TrainedModel, store: EraStore, era_index: np.ndarray | 
     weight of its own in the ensemble.
     """
     era_index = np.arange(store.n_eras) if era_index is None else np.asarray(era_index)
+    check_store_has_derived(model.meta.get("derived"), store)
     cols = feature_columns(store, model.features)
     preds = {prediction_column(t): predict_rows(f, store, era_index, cols) for t, f in model.fitted.items()}
     if len(model.targets) > 1:

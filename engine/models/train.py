@@ -10,6 +10,12 @@ For each target (the kind, :mod:`~eraflow.engine.models.kind`, fits each model):
    stops early on ``valid_eras``, or runs all rounds).
 The model directory is built aside and renamed into place.
 
+With a Dask client (``eraflow train --workers N | --scheduler ADDRESS``) each target is one task
+(:func:`train_target_task`): the worker opens the store by path, trains the target's folds and final
+model with this process's thread count and saves it into the directory being built aside, which it
+must see at the same path; the directory is the one a serial run writes. With ``data_parallel`` each
+model is fit across all the workers instead (:mod:`~eraflow.engine.cluster.lgbm_dask`).
+
 Targets whose store columns are identical (``target`` is ``target_ender_20``) are trained once:
 the first stands for the others (model.json ``aliases``), which get a copy of its predictions
 and no weight of their own in the rank ensemble.
@@ -26,9 +32,10 @@ import fnmatch
 import json
 import shutil
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from socket import gethostname
 
 import numpy as np
 import pyarrow as pa
@@ -36,13 +43,15 @@ import pyarrow as pa
 from eraflow.kernels import numerai_corr
 
 from ..atomic import atomic_write_parquet, atomic_writer_path, replace_dir
+from ..data.derived import derived_recipe
 from ..data.eras import eras_in_range
-from ..data.store import EraStore, era_rows, era_subset_offsets, row_runs
+from ..data.store import EraStore, era_rows, era_subset_offsets, open_store, row_runs
 from ..errors import InputError
 from ..evaluation.ledger import Run
 from ..evaluation.metrics import score_summary
 from ..notices import warn
 from ..outputs import check_output_dir, translates_write_errors
+from ..threads import configured_threads, set_threads
 from ..version import eraflow_version
 from .cv import default_embargo, era_splits
 from .kind import DEFAULT_KIND, MODEL_FORMAT, FitData, Fitted, Kind, get_kind
@@ -76,6 +85,7 @@ class TrainConfig:
     early_stopping_rounds: int = 100
     ensemble_weights: tuple[float, ...] | None = None  # one per target chosen (before duplicates are merged)
     era_step: int = 1  # train on every era_step-th era of the training range
+    data_parallel: bool = False  # each model trained across the Dask client's workers (lgbm; engine.cluster.lgbm_dask)
 
 
 def resolve_targets(store: EraStore, patterns) -> list[str]:
@@ -212,6 +222,15 @@ class RoundCounter:
             tracker.best_round = fitted.rounds
         self.report(tracker, "end", 0)
 
+    def replay(self, ended: TrainStatus) -> None:
+        """Report a model another process trained, from its "end" status: its start, its rounds at once, its end."""
+        tracker = self.start(ended.target, ended.model, ended.rounds, ended.train_eras, ended.stop_eras)
+        tracker.round, tracker.corr, tracker.best_corr = ended.round, ended.corr, ended.best_corr
+        self.report(tracker, "round", ended.round)
+        self.total -= ended.rounds - ended.round
+        tracker.best_round = ended.best_round
+        self.report(tracker, "end", 0)
+
     def report(self, m: _ModelRounds, event: str, advance: int) -> None:
         self.done += advance
         if self.progress and event != "batch":
@@ -289,21 +308,42 @@ class Fitter:
     device: str
     counter: RoundCounter
 
+    @property
+    def stops_early(self) -> bool:
+        """Whether fits stop early on the eras they hold out (else they only predict them)."""
+        return self.kind.stops_early
+
     def fit(self, label: str, target: str, train: np.ndarray, held: np.ndarray | None, embargo: int,
             rounds: int | None = None) -> Fit:
-        """Fit on ``train`` eras, stopping early on ``held`` eras (when the kind can), which it then predicts."""
-        stop = held if self.kind.stops_early else None
+        """Fit on ``train`` eras, stopping early on ``held`` eras (when it can), which it then predicts."""
+        stop = held if self.stops_early else None
         data = FitData(self.store, train, self.cols, target, stop, self.device, self.config.seed, embargo,
                        self.config.early_stopping_rounds)
         most = rounds or self.kind.max_rounds(self.settings)
         tracker = self.counter.start(target, label, most, len(train), 0 if stop is None else len(stop))
-        model = self.kind.fit(data, self.settings, rounds, tracker)
+        model = self.train(data, rounds, tracker)
         self.counter.end(tracker, model)
         if held is None:
             return Fit(model)
         preds = predict_rows(model, self.store, held, self.cols)
         return Fit(model, preds, numerai_corr(preds, data.target_values(held),
                                               era_subset_offsets(self.store.offsets, held)))
+
+    def train(self, data: FitData, rounds: int | None, tracker: _ModelRounds) -> Fitted:
+        """The kind's fit of ``data`` in this process."""
+        return self.kind.fit(data, self.settings, rounds, tracker)
+
+
+def make_fitter(store: EraStore, config: TrainConfig, n_models: int, progress: Progress | None = None,
+                status: StatusCallback | None = None) -> Fitter:
+    """The fitter of ``config`` (its features, kind, checked settings and resolved device) and a counter
+    of the rounds of its ``n_models`` fits."""
+    _, cols = feature_selection(store, config)
+    kind = get_kind(config.kind)
+    settings = kind.check_settings(config.params)
+    device = kind.resolve_device(config.device, settings)
+    counter = RoundCounter(n_models, kind.max_rounds(settings), progress, status, getattr(kind, "unit", "round"))
+    return Fitter(store, kind, settings, cols, config, device, counter)
 
 
 def _cross_validate(fitter: Fitter, target: str, train: np.ndarray, embargo: int):
@@ -326,9 +366,89 @@ def _cross_validate(fitter: Fitter, target: str, train: np.ndarray, embargo: int
     return oof, report, None if None in best else int(np.median(best))
 
 
-def _check_config(config: TrainConfig) -> None:
+@dataclass(frozen=True)
+class TargetResult:
+    """What training one target gives the trainer besides the model files it saved (small and picklable:
+    it comes back from a Dask worker)."""
+
+    target: str
+    train_eras: list[str]  # eras the final model trained on
+    stopping_eras: list[str]  # eras it stopped early on
+    rounds: int | None  # rounds of the final model
+    info: dict  # what the fitted model records in model.json (Fitted.describe)
+    cv: dict | None = None  # with CV: fold summaries, overall, per-era corr
+    oof: dict[int, np.ndarray] | None = None  # with CV: store era index → out-of-fold predictions
+    valid: dict | None = None  # summary of the per-era corr on the validation eras
+    ensemble_preds: np.ndarray | None = None  # predictions of the eras the ensemble is validated on
+
+
+def train_target(fitter: Fitter, target: str, out: Path, ensemble_eras: np.ndarray | None = None) -> TargetResult:
+    """Train ``target``: CV (``config.cv`` folds) then the final model, saved into ``out``; with
+    ``ensemble_eras``, also its predictions of them (for the ensemble's validation score)."""
+    store, config = fitter.store, fitter.config
+    t_col = store.target_names.index(target)
+    embargo = config.embargo if config.embargo is not None else default_embargo(target)
+    train, valid = _split_eras(store, config, t_col, embargo)
+    if train.size == 0:
+        raise InputError(f"no training eras with {target} values left; check --train-eras/--valid-eras")
+    stopping = [] if valid is None or not fitter.stops_early else [store.eras[k] for k in valid]
+    rounds, oof, cv = None, None, None
+    if config.cv:
+        oof, cv, rounds = _cross_validate(fitter, target, train, embargo)
+    fit = fitter.fit("final", target, train, valid, embargo, rounds)
+    fit.model.save(out, target)
+    ensemble_preds = None
+    if ensemble_eras is not None and fit.preds is not None:
+        ensemble_preds = (fit.preds if np.array_equal(valid, ensemble_eras)
+                          else predict_rows(fit.model, store, ensemble_eras, fitter.cols))
+    return TargetResult(target, [store.eras[k] for k in train], stopping, fit.model.rounds, fit.model.describe(), cv,
+                        oof, None if fit.corr is None else score_summary(fit.corr), ensemble_preds)
+
+
+def train_target_task(store_path: str, fingerprint: str, config: TrainConfig, target: str, out: str,
+                      ensemble_eras: np.ndarray | None, threads: int) -> tuple[TargetResult, list[TrainStatus]]:
+    """:func:`train_target` as a Dask task: opens the store by path (InputError when it is another store),
+    uses the caller's ``threads`` (so the model is the one a serial run makes) and saves into ``out``, the
+    model directory being built aside, which the worker must see. Returns the result and each model's
+    "end" status (the caller's progress)."""
+    set_threads(threads)
+    if not Path(out).is_dir():
+        raise InputError(f"the model directory being built ({out}) is not visible on worker host {gethostname()}; "
+                         "write the model (-o) to storage every worker sees at the same path")
+    ended: list[TrainStatus] = []
+    with open_store(store_path) as store:
+        if store.fingerprint != fingerprint:
+            raise InputError(f"the store at {store_path} on worker host {gethostname()} is another store (fingerprint "
+                             f"{store.fingerprint}, expected {fingerprint}); give every worker the same store")
+        fitter = make_fitter(store, config, 1, status=lambda s: ended.append(s) if s.event == "end" else None)
+        return train_target(fitter, target, Path(out), ensemble_eras), ended
+
+
+def _train_targets(fitter: Fitter, targets: list[str], out: Path, ensemble_eras: np.ndarray | None,
+                   client) -> Iterator[TargetResult]:
+    """Each target's result as it is trained: here, one after another, or as Dask tasks of ``client``."""
+    if client is None or fitter.config.data_parallel:
+        for target in targets:
+            yield train_target(fitter, target, out, ensemble_eras)
+        return
+    from ..cluster.executor import run_tasks
+
+    store, config = fitter.store, replace(fitter.config, device=fitter.device)
+    tasks = {t: (str(store.path.resolve()), store.fingerprint, config, t, str(out.resolve()), ensemble_eras,
+                 configured_threads()) for t in targets}
+    for _, (result, ended) in run_tasks(client, train_target_task, tasks):
+        for status in ended:
+            fitter.counter.replay(status)
+        yield result
+
+
+def _check_config(config: TrainConfig, client) -> None:
     if config.era_step < 1:
         raise InputError(f"--era-step must be at least 1, got {config.era_step}")
+    if config.data_parallel:
+        from ..cluster.lgbm_dask import check_data_parallel
+
+        check_data_parallel(config, client)
 
 
 def _warn_duplicates(aliases: dict[str, str]) -> None:
@@ -346,67 +466,64 @@ def _warn_optimistic(config: TrainConfig, unit: str) -> None:
              f"watched to choose the number of {unit}s; score eras no model saw with `eraflow evaluate`")
 
 
+def _fitter(store: EraStore, config: TrainConfig, n_models: int, progress: Progress | None,
+            status: StatusCallback | None, client) -> Fitter:
+    """The fitter of this process, or with ``config.data_parallel`` one fitting across ``client``'s workers."""
+    fitter = make_fitter(store, config, n_models, progress, status)
+    if not config.data_parallel:
+        return fitter
+    from ..cluster.lgbm_dask import DataParallelFitter
+
+    return DataParallelFitter(**{f.name: getattr(fitter, f.name) for f in fields(Fitter)}, client=client)
+
+
 @translates_write_errors("model", "out_dir")
 def train_models(store: EraStore, out_dir: str | Path, config: TrainConfig, command: str = "",
-                 progress: Progress | None = None, status: StatusCallback | None = None) -> TrainResult:
+                 progress: Progress | None = None, status: StatusCallback | None = None,
+                 client=None) -> TrainResult:
     """Train one model per target (plus a rank ensemble) into ``out_dir``; see the module doc.
 
     ``progress(stage, advance, total)`` hears of every boosting round (``total``: the rounds still
     possible, shrinking as models stop early); ``status`` gets a :class:`TrainStatus` with the
-    round, the early-stopping corr and the elapsed time.
+    round, the early-stopping corr and the elapsed time. With a Dask ``client`` the targets train
+    as tasks on its workers (progress hears of each model when its target is done), or with
+    ``config.data_parallel`` each model trains across the workers (:mod:`~eraflow.engine.cluster.lgbm_dask`).
     """
     started = time.perf_counter()
     out_dir = check_output_dir(out_dir, "model", inputs=[store.path])
-    _check_config(config)
+    _check_config(config, client)
     chosen = resolve_targets(store, config.targets)
     aliases = duplicate_targets(store, chosen)
     targets = [t for t in chosen if t not in aliases]
     weights = _trained_weights(config, chosen, aliases)
     _warn_duplicates(aliases)
-    names, cols = feature_selection(store, config)
-    kind = get_kind(config.kind)
-    settings = kind.check_settings(config.params)
-    device = kind.resolve_device(config.device, settings)
-    counter = RoundCounter(len(targets) * (config.cv + 1), kind.max_rounds(settings), progress, status,
-                           getattr(kind, "unit", "round"))
-    fitter = Fitter(store, kind, settings, cols, config, device, counter)
+    names = feature_selection(store, config)[0]
+    fitter = _fitter(store, config, len(targets) * (config.cv + 1), progress, status, client)
+    kind, counter = fitter.kind, fitter.counter
+    ensemble_eras = _ensemble_eras(store, config, targets)
     tmp = atomic_writer_path(out_dir)
     tmp.mkdir(parents=True)
-    cv_report, valid_report, rounds_used, oof_columns, valid_fits = {}, {}, {}, {}, {}
-    train_labels: dict[str, list[str]] = {}  # eras each target's final model trained on, and stopped early on
-    stopping_labels: dict[str, list[str]] = {}
-    fitted_info: dict[str, dict] = {}  # what each kind records of its fits (V3X: blocks, meta-model eras)
     try:
-        for target in targets:
-            t_col = store.target_names.index(target)
-            embargo = config.embargo if config.embargo is not None else default_embargo(target)
-            train, valid = _split_eras(store, config, t_col, embargo)
-            if train.size == 0:
-                raise InputError(f"no training eras with {target} values left; check --train-eras/--valid-eras")
-            train_labels[target] = [store.eras[k] for k in train]
-            stopping_labels[target] = [] if valid is None or not kind.stops_early else [store.eras[k] for k in valid]
-            rounds = None
-            if config.cv:
-                oof_columns[target], cv_report[target], rounds = _cross_validate(fitter, target, train, embargo)
-            fit = fitter.fit("final", target, train, valid, embargo, rounds)
-            if fit.corr is not None:
-                valid_report[target] = score_summary(fit.corr)
-                valid_fits[target] = (valid, fit)
-            rounds_used[target] = fit.model.rounds
-            fit.model.save(tmp, target)
-            if info := fit.model.describe():
-                fitted_info[target] = info
-        ensemble = _ensemble_report(store, config, targets, weights, cols, valid_fits)
+        results = {r.target: r for r in _train_targets(fitter, targets, tmp, ensemble_eras, client)}
+        results = {t: results[t] for t in targets}
+        cv_report = {t: r.cv for t, r in results.items() if r.cv is not None}
+        valid_report = {t: r.valid for t, r in results.items() if r.valid is not None}
+        rounds_used = {t: r.rounds for t, r in results.items()}
+        ensemble = _ensemble_report(store, targets, weights, ensemble_eras, results)
+        oof_columns = {t: r.oof for t, r in results.items() if r.oof is not None}
         if oof_columns:
             eras, columns = _oof_columns(store, oof_columns, weights)
             _write_oof(store, tmp / "oof.parquet", eras, with_aliases(columns, aliases))
             if ENSEMBLE in columns:
                 ensemble["cv"] = _score(store, eras, columns[ENSEMBLE], ensemble["scored_on"])
         meta = {"format": MODEL_FORMAT, "kind": kind.name, "features": names, "targets": targets,
-                "aliases": aliases, "params": settings, "fitted": fitted_info,
-                "rounds": rounds_used, "device": device, "store": str(store.path.resolve()),
+                "derived": derived_recipe(store, names),
+                "aliases": aliases, "params": fitter.settings,
+                "fitted": {t: r.info for t, r in results.items() if r.info},
+                "rounds": rounds_used, "device": fitter.device, "store": str(store.path.resolve()),
                 "store_fingerprint": store.fingerprint, "config": {**asdict(config), "params": None},
-                "train_eras": train_labels, "stopping_eras": stopping_labels,
+                "train_eras": {t: r.train_eras for t, r in results.items()},
+                "stopping_eras": {t: r.stopping_eras for t, r in results.items()},
                 "cv": cv_report, "valid": valid_report, "ensemble": ensemble, "ensemble_weights": weights,
                 "command": command, "eraflow_version": eraflow_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         (tmp / MODEL_JSON).write_text(json.dumps(meta, indent=1, default=float))
@@ -414,10 +531,10 @@ def train_models(store: EraStore, out_dir: str | Path, config: TrainConfig, comm
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if kind.stops_early:
+    if fitter.stops_early:
         _warn_optimistic(config, counter.unit)
-    return TrainResult(out_dir, targets, names, cv_report, valid_report, rounds_used, device,
-                       time.perf_counter() - started, aliases, ensemble, settings)
+    return TrainResult(out_dir, targets, names, cv_report, valid_report, rounds_used, fitter.device,
+                       time.perf_counter() - started, aliases, ensemble, fitter.settings)
 
 
 def ensemble_target(store: EraStore, targets: list[str]) -> str:
@@ -431,26 +548,28 @@ def _score(store: EraStore, era_index: np.ndarray, preds: np.ndarray, target: st
     return score_summary(numerai_corr(preds, y, era_subset_offsets(store.offsets, era_index)))
 
 
-def _ensemble_report(store: EraStore, config: TrainConfig, targets: list[str], weights, cols: np.ndarray,
-                     valid_fits: dict) -> dict:
-    """With several targets: which ones, the target it is scored on, and its validation score.
+def _ensemble_eras(store: EraStore, config: TrainConfig, targets: list[str]) -> np.ndarray | None:
+    """With several targets and validation eras: those with values of the target the ensemble is scored
+    on (each target's model predicts them); else None."""
+    if len(targets) < 2 or config.valid_eras is None:
+        return None
+    scored_on = store.target_names.index(ensemble_target(store, targets))
+    eras = _labeled(store, _era_indices(store, config.valid_eras), scored_on)
+    return eras if eras.size else None
 
-    The validation eras are those with ``scored_on`` values; a model whose own validation eras
-    differ predicts them again.
-    """
+
+def _ensemble_report(store: EraStore, targets: list[str], weights, eras: np.ndarray | None,
+                     results: dict[str, TargetResult]) -> dict:
+    """With several targets: which ones, the target it is scored on, and its validation score on ``eras``."""
     if len(targets) < 2:
         return {}
-    scored_on = ensemble_target(store, targets)
-    report = {"targets": targets, "scored_on": scored_on}
-    if len(valid_fits) < len(targets):
+    report = {"targets": targets, "scored_on": ensemble_target(store, targets)}
+    if eras is None:
         return report
-    eras = _labeled(store, _era_indices(store, config.valid_eras), store.target_names.index(scored_on))
-    if eras.size == 0:
-        return report
-    columns = [fit.preds if np.array_equal(valid, eras) else predict_rows(fit.model, store, eras, cols)
-               for valid, fit in (valid_fits[t] for t in targets)]
+    columns = [results[t].ensemble_preds for t in targets]
     offsets = era_subset_offsets(store.offsets, eras)
-    report["valid"] = _score(store, eras, rank_ensemble(np.column_stack(columns), offsets, weights), scored_on)
+    ensemble = rank_ensemble(np.column_stack(columns), offsets, weights)
+    report["valid"] = _score(store, eras, ensemble, report["scored_on"])
     return report
 
 
@@ -482,6 +601,6 @@ def training_run(result: TrainResult, store: EraStore, config: TrainConfig, comm
     per_era = [("oof", t, era, corr) for t, r in result.cv.items() for era, corr in r["per_era"].items()]
     params = {**result.settings, "kind": config.kind, "cv": config.cv, "cv_mode": config.cv_mode, "embargo": config.embargo,
               "era_step": config.era_step, "device": result.device, "rounds": result.rounds,
-              "aliases": result.aliases}
+              "aliases": result.aliases, **({"data_parallel": True} if config.data_parallel else {})}
     return Run("train", command, params, store.fingerprint, result.targets, result.features, metrics,
                {"model_dir": str(result.model_dir.resolve())}, per_era)

@@ -9,26 +9,30 @@
 2. With stopping eras (binned with the training cuts), each round's mean per-era numerai_corr of
    them is reported to the tracker, and training stops after ``early_stopping`` rounds without
    a higher one; the booster keeps the best round's trees.
-3. The booster is saved as ``model_<target>.json`` (XGBoost's JSON, in the form XGBoost 3.0, the
+3. With era boosting (:mod:`~eraflow.engine.models.era_boost`), the booster then gets ``trees``
+   more rounds per step on a ``QuantileDMatrix`` of the worst training eras' rows (binned with the
+   training matrix's cuts, read block by block from the store), continuing it (``xgb_model``).
+4. The booster is saved as ``model_<target>.json`` (XGBoost's JSON, in the form XGBoost 3.0, the
    version in Numerai's runtime, reads) and checked before XGBoost loads it back.
 
-Settings are XGBoost training parameters plus ``n_estimators`` (the rounds) and ``external_memory``
-(``"auto"``, true or false); a name XGBoost does not use is refused: XGBoost itself validates
-parameter names (``validate_parameters``), and eraflow trains one round on a tiny set with the
-settings and turns its "Parameters: { … } are not used" warning into an error naming them. ``--device cuda`` is checked the same way: XGBoost
-falls back to the CPU (with a warning) when it finds no GPU, so the device the probe booster
-ended on tells whether one is there.
+Settings are XGBoost training parameters plus ``n_estimators`` (the rounds), ``external_memory``
+(``"auto"``, true or false) and the era boosting keys; a name XGBoost does not use is refused:
+XGBoost itself validates parameter names (``validate_parameters``), and eraflow trains one round
+on a tiny set with the settings and turns its "Parameters: { … } are not used" warning into an
+error naming them. ``--device cuda`` is checked the same way: XGBoost falls back to the CPU (with
+a warning) when it finds no GPU, so the device the probe booster ended on tells whether one is there.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +43,7 @@ from eraflow.kernels import numerai_corr
 from ..data.store import EraStore, era_subset_offsets, int8_to_float32
 from ..errors import InputError
 from ..threads import configured_threads
+from .era_boost import EraBoost, boost_eras, describe, era_boost_of, local_rows, without_era_boost
 from .kind import MISSING_LABEL, FitData, Tracker
 from .model_files import damaged_file, missing_file
 from .portable.boosters import XGBoostJSON
@@ -82,11 +87,11 @@ def xgboost_errors(what: str) -> Iterator[None]:
 
 
 def train_params(settings: dict, device: str = "cpu", seed: int = 0) -> dict:
-    """XGBoost's parameters for a fit: the settings less the rounds, with threads (``--threads``),
+    """XGBoost's parameters for a fit: the settings less the rounds and era boosting, with threads (``--threads``),
     device, seed, XGBoost silent and no default metric (stopping uses its own)."""
     threads = configured_threads()
     dropped = (ROUNDS, EXTERNAL, "nthread", "n_jobs") if threads > 0 else (ROUNDS, EXTERNAL)
-    params = {k: v for k, v in settings.items() if k not in dropped}
+    params = {k: v for k, v in without_era_boost(settings).items() if k not in dropped}
     return {**params, **({"nthread": threads} if threads > 0 else {}), "device": device, "seed": seed,
             "verbosity": 0, "disable_default_eval_metric": 1}
 
@@ -126,6 +131,7 @@ def check_settings(params: dict | None) -> dict:
         raise InputError(f"{ROUNDS} must be a whole number of rounds ≥ 1, got {rounds!r}")
     if not (settings[EXTERNAL] == "auto" or isinstance(settings[EXTERNAL], bool)):
         raise InputError(f'{EXTERNAL} must be "auto", true or false, got {settings[EXTERNAL]!r}')
+    era_boost_of(settings, rounds)
     probe(train_params(settings))
     return settings
 
@@ -175,6 +181,7 @@ class XGBoostModel:
     raw: bytes
     booster: xgb.Booster
     rounds: int
+    info: dict = field(default_factory=dict)  # what model.json records of the fit (era boosting)
 
     @classmethod
     def from_json(cls, raw: bytes) -> XGBoostModel:
@@ -204,7 +211,7 @@ class XGBoostModel:
             return self.booster.predict(xgb.DMatrix(int8_to_float32(x)), pred_contribs=True)[:, :-1].astype(np.float64)
 
     def describe(self) -> dict:
-        return {}
+        return self.info
 
 
 class EraCorrStopping(xgb.callback.TrainingCallback):
@@ -232,14 +239,14 @@ class EraCorrStopping(xgb.callback.TrainingCallback):
 
 
 class RoundSteps(xgb.callback.TrainingCallback):
-    """Tells a tracker of each round (training without stopping eras)."""
+    """Tells a tracker of each round (training without stopping eras), numbered after ``before`` rounds."""
 
-    def __init__(self, tracker: Tracker):
-        self.tracker = tracker
+    def __init__(self, tracker: Tracker, before: int = 0):
+        self.tracker, self.before = tracker, before
         super().__init__()
 
     def after_iteration(self, model: xgb.Booster, epoch: int, evals_log) -> bool:
-        self.tracker.step(epoch + 1, None)
+        self.tracker.step(self.before + epoch + 1, None)
         return False
 
 
@@ -254,34 +261,74 @@ class Stopping:
 
 def train_booster(store: EraStore, eras: np.ndarray, cols: np.ndarray, label: np.ndarray, weight: np.ndarray,
                   params: dict, rounds: int, stopping: Stopping | None = None,
-                  tracker: Tracker | None = None, external: bool | str = "auto") -> XGBoostModel:
+                  tracker: Tracker | None = None, external: bool | str = "auto",
+                  boost: EraBoost | None = None) -> XGBoostModel:
     """At most ``rounds`` rounds on the rows of ``eras`` (``label``, ``weight`` in store order); with
-    ``stopping``, the rounds up to the best per-era corr of its eras. ``external``: cache the matrices
-    on disk (True, False or ``"auto"``: :func:`~eraflow.engine.models.xgb_data.external_memory`), in a
-    temporary directory removed when training ends."""
+    ``stopping``, the rounds up to the best per-era corr of its eras; then ``boost``'s era boosting.
+    ``external``: cache the matrices on disk (True, False or ``"auto"``:
+    :func:`~eraflow.engine.models.xgb_data.external_memory`), in a temporary directory removed when
+    training ends."""
     fit_eras = np.concatenate([eras, [] if stopping is None else stopping.eras]).astype(np.int64)
     values = int(np.diff(store.offsets)[fit_eras].sum()) * len(cols)
+    if boost:  # the worst eras' matrix lives beside the training matrix
+        values += math.ceil(boost.proportion * int(np.diff(store.offsets)[eras].sum())) * len(cols)
     if not external_memory(external, values, params.get("device", "cpu")):
-        return _train_booster(store, eras, cols, label, weight, params, rounds, stopping, tracker)
+        return _train_booster(store, eras, cols, label, weight, params, rounds, stopping, tracker, boost)
     with tempfile.TemporaryDirectory(prefix="eraflow-xgb-") as cache:
-        return _train_booster(store, eras, cols, label, weight, params, rounds, stopping, tracker, Path(cache))
+        return _train_booster(store, eras, cols, label, weight, params, rounds, stopping, tracker, boost, Path(cache))
 
 
 def _train_booster(store: EraStore, eras: np.ndarray, cols: np.ndarray, label: np.ndarray, weight: np.ndarray,
                    params: dict, rounds: int, stopping: Stopping | None, tracker: Tracker | None,
-                   cache: Path | None = None) -> XGBoostModel:
+                   boost: EraBoost | None = None, cache: Path | None = None) -> XGBoostModel:
     """:func:`train_booster` with its matrices in memory, or cached in the directory ``cache``."""
-    callbacks: list[xgb.callback.TrainingCallback] = [RoundSteps(tracker)] if tracker and not stopping else []
     with xgb.config_context(verbosity=0), xgboost_errors("training"):
         train = store_matrix(store, eras, cols, label, weight, params, cache=cache)
-        if stopping:
-            valid = store_matrix(store, stopping.eras, cols, np.nan_to_num(stopping.target, nan=MISSING_LABEL),
-                                 params=params, reference=train, cache=cache)
-            callbacks.append(EraCorrStopping(valid, stopping.target, era_subset_offsets(store.offsets, stopping.eras),
-                                             stopping.patience, tracker))
-        booster = xgb.train(params, train, rounds, callbacks=callbacks, verbose_eval=False)
-        best = callbacks[-1].best_round if stopping else 0
-        return XGBoostModel.from_json(portable_json(booster[:best or booster.num_boosted_rounds()]))
+        booster, best, ran = _first_fit(store, train, cols, params, rounds, stopping, tracker, cache)
+        if boost is None:
+            return XGBoostModel.from_json(portable_json(booster[:best or ran]))
+        booster, info = _era_boosted(booster[:best] if best else booster, ran, train, store, eras, cols, label,
+                                     weight, params, boost, tracker, cache)
+        return replace(XGBoostModel.from_json(portable_json(booster)), info=info)
+
+
+def _first_fit(store: EraStore, train: xgb.DMatrix, cols: np.ndarray, params: dict, rounds: int,
+               stopping: Stopping | None, tracker: Tracker | None, cache: Path | None) -> tuple[xgb.Booster, int, int]:
+    """The booster of at most ``rounds`` rounds on ``train``, its best round with ``stopping`` (else 0) and
+    the rounds that ran."""
+    callbacks: list[xgb.callback.TrainingCallback] = [RoundSteps(tracker)] if tracker and not stopping else []
+    if stopping:
+        valid = store_matrix(store, stopping.eras, cols, np.nan_to_num(stopping.target, nan=MISSING_LABEL),
+                             params=params, reference=train, cache=cache)
+        callbacks.append(EraCorrStopping(valid, stopping.target, era_subset_offsets(store.offsets, stopping.eras),
+                                         stopping.patience, tracker))
+    booster = xgb.train(params, train, rounds, callbacks=callbacks, verbose_eval=False)
+    return booster, callbacks[-1].best_round if stopping else 0, booster.num_boosted_rounds()
+
+
+def _era_boosted(booster: xgb.Booster, ran: int, train: xgb.DMatrix, store: EraStore, eras: np.ndarray,
+                 cols: np.ndarray, label: np.ndarray, weight: np.ndarray, params: dict, boost: EraBoost,
+                 tracker: Tracker | None, cache: Path | None) -> tuple[xgb.Booster, dict]:
+    """``booster`` (fit on ``train``, the rows of ``eras``; ``ran`` rounds run) after era boosting
+    (:func:`~eraflow.engine.models.era_boost.boost_eras`), and what model.json records of it. Each step
+    predicts ``train`` (binned: no float copy, no store read) and continues the booster
+    (``xgb_model``, as plain XGBoost continues one) for ``boost.trees`` rounds on a matrix of the
+    worst eras' rows, read from the store and binned with ``train``'s cuts."""
+    offsets, first, current = era_subset_offsets(store.offsets, eras), booster.num_boosted_rounds(), [booster]
+
+    def predict() -> np.ndarray:
+        return current[0].predict(train, output_margin=True).astype(np.float64)
+
+    def grow(worst: np.ndarray) -> None:
+        rows, done = local_rows(offsets, worst), current[0].num_boosted_rounds()
+        matrix = store_matrix(store, eras[worst], cols, label[rows], weight[rows], params, reference=train,
+                              cache=cache, name=f"boost{done}")
+        steps = [RoundSteps(tracker, ran + done - first)] if tracker else []
+        current[0] = xgb.train(params, matrix, boost.trees, xgb_model=current[0], callbacks=steps, verbose_eval=False)
+
+    target = np.where(weight > 0, label, np.nan)
+    steps = boost_eras(store, eras, target, boost, predict, grow)
+    return current[0], describe(boost, first, steps)
 
 
 def _tree_problem(tree: dict, index: int, n_features: int) -> str | None:
@@ -371,15 +418,21 @@ class XGBoostKind:
         return resolve_device(device, settings)
 
     def max_rounds(self, settings: dict) -> int:
-        return int(settings[ROUNDS])
+        """The first fit's rounds and the era boosting trees."""
+        boost = era_boost_of(settings, int(settings[ROUNDS]))
+        return int(settings[ROUNDS]) + (boost.extra_trees if boost else 0)
 
     def fit(self, data: FitData, settings: dict, rounds: int | None, tracker: Tracker | None) -> XGBoostModel:
+        """``rounds`` (all trees, era boosting's included) when given, else the settings' rounds; with
+        era boosting the first fit gets ``rounds`` less the boosting trees."""
+        boost = era_boost_of(settings, int(settings[ROUNDS]))
+        first = int(settings[ROUNDS]) if rounds is None else boost.first_rounds(rounds) if boost else rounds
         label, weight = data.labels(data.train_eras)
         stopping = None if data.stop_eras is None else Stopping(data.stop_eras, data.target_values(data.stop_eras),
                                                                 data.early_stopping)
         return train_booster(data.store, data.train_eras, data.cols, label, weight,
-                             train_params(settings, data.device, data.seed), rounds or self.max_rounds(settings),
-                             stopping, tracker, settings.get(EXTERNAL, "auto"))
+                             train_params(settings, data.device, data.seed), first, stopping, tracker,
+                             settings.get(EXTERNAL, "auto"), boost)
 
     def load(self, model_dir: Path, target: str, meta: dict) -> XGBoostModel:
         return load_xgb(model_dir / model_file(target), len(meta["features"]))

@@ -101,11 +101,12 @@ def external_memory(setting: bool | str, values: int, device: str) -> bool:
 def store_matrix(store: EraStore, era_index: np.ndarray, cols: np.ndarray, label: np.ndarray,
                  weight: np.ndarray | None = None, params: dict | None = None,
                  reference: xgb.DMatrix | None = None, block_values: int = BLOCK_VALUES,
-                 cache: Path | None = None) -> xgb.DMatrix:
+                 cache: Path | None = None, name: str | None = None) -> xgb.DMatrix:
     """A QuantileDMatrix of the rows of eras ``era_index`` (store order; ``label``/``weight`` in
     that order), built block by block; with ``reference``, binned with its cuts; with ``cache`` (a
-    directory), an ExtMemQuantileDMatrix whose cache files go there."""
-    prefix = None if cache is None else str(cache / ("valid" if reference is not None else "train"))
+    directory), an ExtMemQuantileDMatrix whose cache files go there, named ``name`` (default
+    ``valid`` with a reference, else ``train``)."""
+    prefix = None if cache is None else str(cache / (name or ("valid" if reference is not None else "train")))
     batches = StoreBatches(store, row_runs(store.offsets, np.asarray(era_index)), cols, label, weight, block_values,
                            prefix)
     matrix = xgb.QuantileDMatrix if cache is None else xgb.ExtMemQuantileDMatrix

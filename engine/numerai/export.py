@@ -17,8 +17,10 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_write_bytes
+from ..data.derived import GROUP_STATS
 from ..errors import InputError
 from ..models import portable
+from ..models.portable.derived import WithGroupStats
 from ..models.predict import TrainedModel, prediction_column
 from ..outputs import EXPORT_MARK, check_output_file
 from . import live_model
@@ -83,16 +85,32 @@ def smoke_test(data: bytes, features: list[str]) -> None:
                          "nothing was written")
 
 
-def live_predictor(model: TrainedModel) -> LivePredictor:
+def live_predictor(model: TrainedModel) -> LivePredictor | WithGroupStats:
     """The model's portable predictors and post-processing in a self-contained predictor.
 
     A submitted column of an alias target (a duplicate of a trained one) is the trained target's.
+    A model trained with derived features (model.json ``derived``) computes them from the live
+    frame first, with the same NumPy code as the store (:class:`.portable.derived.WithGroupStats`).
     """
     post = model_postprocess(model)
     aliases = {prediction_column(a): prediction_column(t) for a, t in model.aliases.items()}
-    return LivePredictor({t: f.portable() for t, f in model.fitted.items()}, model.features,
-                         model.meta.get("ensemble_weights"), aliases.get(post.column, post.column), post.proportion,
-                         list(post.features or model.features))
+    predictor = LivePredictor({t: f.portable() for t, f in model.fitted.items()}, model.features,
+                              model.meta.get("ensemble_weights"), aliases.get(post.column, post.column),
+                              post.proportion, list(post.features or model.features))
+    recipe = (model.meta.get("derived") or {}).get(GROUP_STATS)
+    if not recipe:
+        return predictor
+    return WithGroupStats(predictor, recipe["groups"], recipe["features"], live_model.feature_codes, recipe["bins"])
+
+
+def live_columns(predictor: LivePredictor | WithGroupStats) -> list[str]:
+    """The columns of the live frame the predictor reads: its features and neutralization features, the
+    derived ones replaced by the raw features they are computed from."""
+    if not isinstance(predictor, WithGroupStats):
+        return list(dict.fromkeys(predictor.features + predictor.neutral_features))
+    inner, made = predictor.predictor, set(predictor.names)
+    read = [f for f in inner.features + inner.neutral_features if f not in made]
+    return list(dict.fromkeys(read + predictor.raw_features))
 
 
 def check_python(runtime: str = DEFAULT_RUNTIME) -> None:
@@ -131,7 +149,7 @@ def pickled_predict(model: TrainedModel) -> tuple[bytes, list[str]]:
     finally:
         for module in BY_VALUE:
             cloudpickle.unregister_pickle_by_value(module)
-    columns = list(dict.fromkeys(predictor.features + predictor.neutral_features))
+    columns = live_columns(predictor)
     smoke_test(data, columns)
     return data, columns
 

@@ -19,8 +19,9 @@ import pyarrow as pa
 from eraflow.kernels import rank
 
 from ..atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+from ..data.derived import GROUP_STATS, add_recipe_to
 from ..data.ingest import IngestOptions, ingest_files, read_features_json
-from ..data.store import EraStore, open_store
+from ..data.store import EraStore, compose_feature_sets, open_store
 from ..errors import EraflowError, InputError
 from ..evaluation.scoring import check_proportion, neutralize_columns
 from ..models.predict import (
@@ -106,12 +107,14 @@ def override_postprocess(model: TrainedModel, column: str | None = None, proport
 
 
 def model_store(model: TrainedModel) -> EraStore | None:
-    """The store the model was trained on, when it is still there unchanged (same fingerprint)."""
+    """The store the model was trained on, when it is still there unchanged (same fingerprint, or the same data
+    with group statistics added since: its ``base_fingerprint``)."""
     try:
         store = open_store(model.meta["store"])
     except (EraflowError, OSError, KeyError, TypeError):
         return None
-    return store if store.fingerprint == model.meta.get("store_fingerprint") else None
+    same = model.meta.get("store_fingerprint") in (store.fingerprint, store.meta.get("base_fingerprint"))
+    return store if same else None
 
 
 def feature_set_names(model: TrainedModel, name: str, features_json: Path | None) -> tuple[str, ...]:
@@ -125,9 +128,11 @@ def feature_set_names(model: TrainedModel, name: str, features_json: Path | None
                              f"{'at ' + str(features_json) if features_json else 'given'} and the model's store "
                              "is gone or was rebuilt; give Numerai's features.json")
         sets, where = store.feature_sets, "the model's store"
-    if name not in sets:
-        raise InputError(f"unknown feature set {name!r} in {where}; it has {', '.join(sorted(sets))}")
-    return tuple(sets[name])
+    unknown = [part for part in name.split("+") if part.strip() not in sets]
+    if unknown:
+        raise InputError(f"unknown feature set {unknown[0].strip()!r} in {where}; it has {', '.join(sorted(sets))} "
+                         "(join sets with '+')")
+    return tuple(compose_feature_sets(sets, name))
 
 
 def predict_submitted(model: TrainedModel, store: EraStore, eras: str | None = None,
@@ -145,19 +150,31 @@ def predict_submitted(model: TrainedModel, store: EraStore, eras: str | None = N
     return PredictionTable(table.ids, table.eras, {**table.columns, SUBMITTED: value})
 
 
+def live_raw_features(model: TrainedModel, post: Postprocess) -> list[str]:
+    """The columns read from live.parquet: the model's and the post-processing's features, with each derived
+    feature (model.json ``derived``) replaced by the raw features it is computed from."""
+    recipe = (model.meta.get("derived") or {}).get(GROUP_STATS) or {"features": [], "groups": {}}
+    made = set(recipe["features"])
+    features = [f for f in model.features + list(post.features or ()) if f not in made]
+    return list(dict.fromkeys(features + [f for members in recipe["groups"].values() for f in members]))
+
+
 def live_predictions(model: TrainedModel, live_path: str | Path, post: Postprocess | None = None) -> pd.DataFrame:
     """``id`` and ``prediction`` for every row of a live parquet file, ready to submit.
 
-    live.parquet is ingested into a temporary store (only the features needed), the model
+    live.parquet is ingested into a temporary store (only the features needed), the derived
+    features the model was trained with are added to it (:func:`live_raw_features`), the model
     predicts, its post-processing (or ``post``) applies (neutralization per era), and the
     submitted column is ranked per era to ``(rank − 0.5) / n`` in (0, 1); the result passes
     Numerai's checks.
     """
     post = post or model_postprocess(model)
-    features = list(dict.fromkeys(model.features + list(post.features or ())))
+    recipe = (model.meta.get("derived") or {}).get(GROUP_STATS)
     with tempfile.TemporaryDirectory(prefix="eraflow-live-") as tmp:
         store_dir = Path(tmp) / "live"
-        ingest_files([live_path], store_dir, IngestOptions(features=features, targets=()))
+        ingest_files([live_path], store_dir, IngestOptions(features=live_raw_features(model, post), targets=()))
+        if recipe:
+            add_recipe_to(store_dir, recipe)
         store = open_store(store_dir)
         table = predict_submitted(model, store, post=post)
         offsets = store.offsets.astype(np.int64)
