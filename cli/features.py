@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from eraflow.engine import open_store
 from eraflow.engine.data.derived import (
@@ -20,6 +21,7 @@ from .options import csv_list, json_option, print_json, quiet_option
 from .progress import row_progress
 
 METHODS = ("importance", "cluster", "era-sharpe")  # engine.experiments.selection.METHODS (imported when used)
+SELECT_ONLY = ("keep", "name", "target", "feature_set", "train_eras", "valid_eras", "cv", "embargo", "seed")
 
 
 @click.command()
@@ -41,7 +43,8 @@ METHODS = ("importance", "cluster", "era-sharpe")  # engine.experiments.selectio
 @click.option("--cv", type=int, default=3, show_default=True, help="--select importance: era CV folds.")
 @click.option("--embargo", type=int, help="--select: eras dropped around --valid-eras and between folds [default: "
                                           "from the target].")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="--select: seed of LightGBM's fits (importance) and of the row sample (cluster).")
 @quiet_option
 @json_option
 def features(store_path, add, groups, dry_run, method, keep, name, target, feature_set, train_eras, valid_eras, cv,
@@ -65,6 +68,9 @@ def features(store_path, add, groups, dry_run, method, keep, name, target, featu
     if (add is None) == (method is None):
         raise click.UsageError("give one of --add group-stats or --select METHOD")
     if add is not None:
+        given = options_given(SELECT_ONLY)
+        if given:
+            raise click.UsageError(f"{', '.join(given)} go with --select, not --add")
         _add(store_path, csv_list(groups), dry_run, quiet, as_json)
         return
     if keep is None or name is None:
@@ -74,6 +80,12 @@ def features(store_path, add, groups, dry_run, method, keep, name, target, featu
     options = {"target": target, "feature_set": feature_set, "train_eras": train_eras, "valid_eras": valid_eras,
                "cv": cv, "embargo": embargo, "seed": seed}
     _select(store_path, method, keep, name, options, quiet, as_json)
+
+
+def options_given(names: tuple[str, ...]) -> list[str]:
+    """The options among ``names`` (parameter names) given on the command line, as ``--option``."""
+    ctx = click.get_current_context()
+    return [f"--{n.replace('_', '-')}" for n in names if ctx.get_parameter_source(n) is not ParameterSource.DEFAULT]
 
 
 def _add(store_path: Path, groups: list[str] | None, dry_run: bool, quiet: bool, as_json: bool) -> None:

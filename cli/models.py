@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from eraflow.engine import open_store
-from eraflow.engine.cluster.client import check_store_visible, cluster_options, open_client
+from eraflow.engine.cluster.client import check_store_visible, open_client
 from eraflow.engine.evaluation.ledger import record_run
 from eraflow.engine.evaluation.predictions import write_predictions
 from eraflow.engine.models.era_boost import with_era_boost
@@ -17,7 +17,7 @@ from eraflow.engine.models.predict import ENSEMBLE, load_model, predict_table
 from eraflow.engine.models.train import TrainConfig, train_models, training_run
 from eraflow.engine.outputs import check_output_dir, check_output_file
 
-from .options import command_line, csv_list, json_option, print_json, quiet_option
+from .options import cluster_options, command_line, csv_list, json_option, print_json, quiet_option
 from .progress import train_progress
 from .runs import ledger_option
 
@@ -76,9 +76,11 @@ def train(store_path, output, targets, feature_set, features, kind, params_spec,
     to stderr: on a terminal a bar of rounds (networks: epochs, and the current epoch's batches),
     else a line per model, per epoch and every 20 s (--quiet: none).
 
-    With --workers N (a local Dask cluster) or --scheduler ADDRESS the targets train as Dask tasks,
-    one per worker at a time, each reading the store by path (the model is the one a serial run
-    makes). Add --data-parallel to train each lgbm model across all the workers instead.
+    With --workers N (a local Dask cluster) or --scheduler ADDRESS each target trains as one Dask
+    task (as many at once as the workers have threads; --workers gives each one thread), reading the
+    store by path (the model is the one a serial run makes); progress shows each model as it starts
+    and its rounds when its target is done. Add --data-parallel to train each lgbm model across all
+    the workers instead.
 
     \b
     Example:

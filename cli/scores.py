@@ -13,7 +13,7 @@ from rich.table import Table
 
 from eraflow.engine import open_store
 from eraflow.engine.atomic import atomic_write_parquet
-from eraflow.engine.cluster.client import check_store_visible, cluster_options, open_client
+from eraflow.engine.cluster.client import check_store_visible, open_client
 from eraflow.engine.evaluation.evaluate import EvaluateOptions, evaluate_predictions, evaluation_run
 from eraflow.engine.evaluation.ledger import record_run
 from eraflow.engine.evaluation.predictions import align_predictions, write_predictions
@@ -22,7 +22,7 @@ from eraflow.engine.evaluation.scoring import ScoreOptions, neutralize_aligned, 
 from eraflow.engine.models.predict import load_model
 from eraflow.engine.outputs import check_output_dir, check_output_file
 
-from .options import command_line, csv_list, json_option, print_json
+from .options import cluster_options, command_line, csv_list, json_option, print_json
 from .progress import row_progress
 from .runs import ledger_option
 

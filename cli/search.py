@@ -11,28 +11,32 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from eraflow.engine import open_store
-from eraflow.engine.cluster.client import check_store_visible, cluster_options, open_client
-from eraflow.engine.errors import InputError
-from eraflow.engine.evaluation.ledger import record_run
+from eraflow.engine.cluster.client import check_store_visible, open_client
+from eraflow.engine.errors import EraflowError, InputError
+from eraflow.engine.evaluation.ledger import ledger_path, list_runs, record_run
 from eraflow.engine.experiments.search import (
     BEST_PARAMS,
     LEADERBOARD,
     METRICS,
+    REPORT,
     SAMPLERS,
     SearchConfig,
+    SearchPlan,
+    SearchResult,
     check_search_dir,
     plan_search,
     run_search,
     trial_run,
+    trial_run_id,
 )
-from eraflow.engine.experiments.search_report import REPORT
 from eraflow.engine.experiments.space import read_space
 from eraflow.engine.models.era_boost import with_era_boost
 from eraflow.engine.models.kind import DEFAULT_KIND, TRAINABLE
 from eraflow.engine.models.params import kind_params
+from eraflow.engine.notices import warn
 from eraflow.engine.threads import set_threads
 
-from .options import command_line, csv_list, json_option, print_json, quiet_option
+from .options import cluster_options, command_line, csv_list, json_option, print_json, quiet_option
 from .runs import ledger_option
 
 
@@ -47,13 +51,28 @@ def parse_proportions(value: str | None) -> tuple[float, ...]:
     return tuple(out)
 
 
-def trial_line(record: dict, trials: int, metric: str) -> str:
-    """``trial 7/20 num_leaves=31 …: cv_sharpe +0.52, cv_mean +0.0123, folds -0.0100..+0.0310, 3.2 s``."""
+def trial_line(record: dict, done: int, trials: int, metric: str) -> str:
+    """``trial 7 (8/20 done) num_leaves=31 …: cv_sharpe +0.52, cv_mean +0.0123, folds -0.01..+0.03, 3.2 s``."""
     s = record["scores"]
     params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record["params"].items())
     other = "cv_mean" if metric == "cv_sharpe" else "cv_sharpe"
-    return (f"trial {record['trial']}/{trials} {params}: {metric} {s[metric]:+.4f}, {other} {s[other]:+.4f}, "
-            f"folds {s['fold_min']:+.4f}..{s['fold_max']:+.4f}, {record['seconds']:.1f} s")
+    return (f"trial {record['trial']} ({done}/{trials} done) {params}: {metric} {s[metric]:+.4f}, "
+            f"{other} {s[other]:+.4f}, folds {s['fold_min']:+.4f}..{s['fold_max']:+.4f}, {record['seconds']:.1f} s")
+
+
+def record_missing_trials(plan: SearchPlan, result: SearchResult, command: str, ledger) -> list[str]:
+    """Ledger runs of the trials done before this run that the ledger lacks (a process that died between a
+    trial's file and its run); returns the files they went to. Run ids are fixed by (search, directory,
+    trial), so a trial already in the ledger is not recorded again."""
+    if not result.skipped:
+        return []
+    try:
+        known = {r["run_id"] for r in list_runs(ledger)} if ledger_path(ledger).exists() else set()
+    except EraflowError as exc:
+        warn(f"could not check the ledger for finished trials' runs ({exc}); they are in {result.out_dir}")
+        return []
+    missing = [t for t in result.skipped if trial_run_id(plan, result.out_dir, t) not in known]
+    return [str(record_run(trial_run(plan, result.trials[t], result.out_dir, command), ledger)) for t in missing]
 
 
 @contextmanager
@@ -101,7 +120,8 @@ def search_progress(quiet: bool):
 @click.option("--embargo", type=click.IntRange(min=0), help="Eras dropped between training and test eras "
                                                              "[default: from the target].")
 @click.option("--cv-mode", type=click.Choice(["expanding", "blocked"]), default="expanding", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the trial list and of every fit.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the trial list and of every fit.")
 @click.option("--sampler", type=click.Choice(SAMPLERS), default="random", show_default=True,
               help="How trials are drawn (random: trial i from its own seeded generator).")
 @click.option("--metric", type=click.Choice(METRICS), default="cv_sharpe", show_default=True,
@@ -116,11 +136,11 @@ def search_progress(quiet: bool):
 @quiet_option
 @json_option
 def search(store_path, space_path, trials, cv, output, kind, params_spec, era_boost, target, feature_set, features,
-           train_eras, valid_eras, embargo, cv_mode, seed, sampler, metric, neutralize_spec, neutralize_features, threads,
-           workers, scheduler, scheduler_timeout, ledger, quiet, as_json):
+           train_eras, valid_eras, embargo, cv_mode, seed, sampler, metric, neutralize_spec, neutralize_features,
+           threads, workers, scheduler, scheduler_timeout, ledger, quiet, as_json):
     """Search a model's parameters by era CV, locally or on a Dask cluster.
 
-    Trial i draws its parameters from the space with a generator seeded by (--seed, i) and is
+    Trial i draws each parameter from a generator seeded by (--seed, i, the parameter's name) and is
     scored by --cv folds of era CV with the embargo: mean, std and sharpe of the out-of-fold
     per-era corr, and the spread of the folds. Each fold fits for the full number of rounds (no
     early stopping: the test eras only score). Writes OUT_DIR/leaderboard.parquet,
@@ -147,9 +167,9 @@ def search(store_path, space_path, trials, cv, output, kind, params_spec, era_bo
     with open_client(workers, scheduler, scheduler_timeout) as client, search_progress(quiet or as_json) as (bar, echo):
         check_store_visible(client, store_path, store.fingerprint)
 
-        def on_trial(record: dict) -> None:
+        def on_trial(record: dict, done: int) -> None:
             ledger_files.add(str(record_run(trial_run(plan, record, output, command), ledger)))
-            echo(trial_line(record, trials, metric))
+            echo(trial_line(record, done, trials, metric))
 
         try:
             result = run_search(plan, output, client, command, bar, on_trial)
@@ -157,6 +177,8 @@ def search(store_path, space_path, trials, cv, output, kind, params_spec, era_bo
             click.echo(f"interrupted: finished trials are kept in {output}; run the same command again to run the "
                        "rest", err=True)
             raise
+    recorded = record_missing_trials(plan, result, command, ledger)
+    ledger_files.update(recorded)
     best = result.best
     report = {"search_dir": str(output), "search": result.search_id, "trials": len(result.trials),
               "ran": sorted(result.ran), "skipped": result.skipped, "ledger": sorted(ledger_files),
@@ -172,4 +194,6 @@ def search(store_path, space_path, trials, cv, output, kind, params_spec, era_bo
         click.echo(f"  best by {metric}: trial {best['trial']} {best['params']}")
         click.echo(f"  cv_mean {s['cv_mean']:+.4f}  cv_std {s['cv_std']:.4f}  cv_sharpe {s['cv_sharpe']:+.2f}  "
                    f"folds {s['fold_min']:+.4f}..{s['fold_max']:+.4f}")
+    if recorded:
+        click.echo(f"  recorded {len(recorded)} finished trial(s) missing from the ledger")
     click.echo(f"  {output / LEADERBOARD}, {output / BEST_PARAMS}, {output / REPORT}")

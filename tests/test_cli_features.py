@@ -82,6 +82,9 @@ def test_dry_run_prints_the_plan_and_changes_nothing(store):
     (["--select", "era-sharpe", "--keep", "3", "--name", "medium"], ["'medium' came from features.json"]),
     (["--select", "era-sharpe", "--keep", "3", "--name", "a+b"], ["no '+'"]),
     (["--select", "era-sharpe", "--keep", "0", "--name", "x"], ["--keep must be"]),
+    (["--select", "era-sharpe", "--keep", "3", "--name", GROUP_STATS], ["'group-stats' is reserved", "--add"]),
+    (["--add", GROUP_STATS, "--keep", "3"], ["--keep go with --select"]),
+    (["--add", GROUP_STATS, "--seed", "1", "--cv", "3"], ["--cv, --seed go with --select"]),  # even at the default
 ])
 def test_bad_input_is_one_line_and_leaves_the_store_alone(store, args, words):
     meta = (store / "meta.json").read_bytes()

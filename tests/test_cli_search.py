@@ -71,8 +71,21 @@ def test_rerun_skips_finished_trials_and_extends(store_dir, space, tmp_path, pri
     result = search(store_dir, space, out, "--trials", 3)
     assert result.exit_code == 0, result.output
     assert "1 trials run, 2 already done, 3 in" in result.stdout
-    assert "trial 2/3 " in result.stderr and "trial 0/3" not in result.stderr
+    assert "trial 2 (3/3 done) " in result.stderr and "trial 0 " not in result.stderr
     assert len([r for r in list_runs() if r["kind"] == "search"]) == 3
+
+
+def test_rerun_records_finished_trials_missing_from_the_ledger(store_dir, space, tmp_path):
+    """A trial file without its ledger run (the process died in between; here: the runs went to another
+    ledger) gets its run on the next re-run, under the same run id, and only once."""
+    first, second = tmp_path / "first.duckdb", tmp_path / "second.duckdb"
+    assert search(store_dir, space, tmp_path / "s", "--trials", 2, "--ledger", first).exit_code == 0
+    again = [search(store_dir, space, tmp_path / "s", "--trials", 2, "--ledger", second) for _ in range(2)]
+    assert all(r.exit_code == 0 for r in again), again[0].output + again[1].output
+    assert "recorded 2 finished trial(s) missing from the ledger" in again[0].stdout
+    assert "missing from the ledger" not in again[1].stdout
+    ids = sorted(r["run_id"] for r in list_runs(first))
+    assert sorted(r["run_id"] for r in list_runs(second)) == ids and len(ids) == 2
 
 
 def test_best_params_train_a_model(store_dir, space, tmp_path):
@@ -119,6 +132,33 @@ def test_changed_search_in_same_directory_is_refused(store_dir, space, tmp_path)
     out = tmp_path / "s"
     assert search(store_dir, space, out, "--trials", 1).exit_code == 0
     assert "another seed" in one_line_error(search(store_dir, space, out, "--trials", 1, "--seed", 3))
+
+
+def test_era_boost_search_varies_steps(store_dir, space, tmp_path):
+    """`search --era-boost proportion=0.5,steps=2` with a space varying era_boost_steps: a trial drawing 0 steps
+    scores as the same trial of the plain search (each parameter has its own generator, so adding a key keeps
+    the others' draws), one drawing 2 steps differs, and best_params.toml keeps the boost settings."""
+    assert search(store_dir, space, tmp_path / "plain", "--trials", 4).exit_code == 0
+    boosted_space = tmp_path / "boosted.toml"
+    boosted_space.write_text(SPACE + "era_boost_steps = [0, 2]\n")
+    result = search(store_dir, boosted_space, tmp_path / "boost", "--trials", 4,
+                    "--era-boost", "proportion=0.5,steps=2")
+    assert result.exit_code == 0, result.output
+    plain = pq.read_table(tmp_path / "plain" / "leaderboard.parquet").to_pydict()
+    boosted = pq.read_table(tmp_path / "boost" / "leaderboard.parquet").to_pydict()
+    assert boosted["num_leaves"] == plain["num_leaves"] and boosted["learning_rate"] == plain["learning_rate"]
+    steps = boosted["era_boost_steps"]
+    assert set(steps) == {0, 2}, "4 trials drew both values (seed 0)"
+    for i, s in enumerate(steps):
+        same = boosted["cv_mean"][i] == pytest.approx(plain["cv_mean"][i], rel=1e-9)
+        assert same == (s == 0), f"trial {i} with {s} steps"
+    assert "era_boost_proportion = 0.5" in (tmp_path / "boost" / "best_params.toml").read_text()
+
+
+def test_neutralize_features_without_neutralize_is_one_line(store_dir, space, tmp_path):
+    line = one_line_error(search(store_dir, space, tmp_path / "s", "--trials", 1, "--neutralize-features", "small"))
+    assert "--neutralize-features small needs --neutralize" in line
+    assert not (tmp_path / "s").exists()
 
 
 def test_help_names_threads_and_cluster_options():

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from eraflow.cli.options import cluster_options
 from eraflow.engine import SynthSpec, open_store
-from eraflow.engine.cluster.client import check_store_visible, cluster_options, open_client
+from eraflow.engine.cluster.client import check_store_visible, open_client
 from eraflow.engine.cluster.executor import run_tasks
 from eraflow.engine.errors import EraflowError, InputError, StoreError
 from tests.conftest import synthetic_store

@@ -23,13 +23,23 @@ from eraflow.engine.data.derived import (
     save_feature_set,
 )
 from eraflow.engine.data.ingest import IngestOptions, ingest_files
+from eraflow.engine.data.store import era_blocks
 from eraflow.engine.data.synth import GROUPS
 from eraflow.engine.errors import InputError
 from eraflow.engine.models.portable.derived import quantize_per_era, row_stats
 from eraflow.engine.models.predict import load_model, predict_table
 from eraflow.engine.models.train import TrainConfig, train_models
 from eraflow.engine.numerai.export import export_model
-from eraflow.engine.numerai.live import feature_set_names, live_predictions, model_store
+from eraflow.engine.numerai.live import (
+    SUBMITTED,
+    Postprocess,
+    feature_set_names,
+    live_predictions,
+    model_store,
+    override_postprocess,
+    predict_submitted,
+    set_postprocess,
+)
 from tests.conftest import synthetic_store, tiny_frame, write_parquet
 from tests.test_train import FAST
 
@@ -40,9 +50,11 @@ STATS = ("mean", "std", "skew")
 # -- the statistics and the per-era codes against pandas and a plain rank oracle ----------------------
 
 def pandas_stats(codes: np.ndarray) -> dict[str, np.ndarray]:
+    """pandas 2.x's statistics (Numerai's runtime): skew 0 for a constant row of ≥ 3 codes (pandas ≥ 3: NaN)."""
     frame = pd.DataFrame(np.where(codes < 0, np.nan, codes.astype(np.float64)))
+    constant = (frame.count(axis=1) >= 3) & (frame.max(axis=1) == frame.min(axis=1))
     return {"mean": frame.mean(axis=1).to_numpy(), "std": frame.std(axis=1, ddof=1).to_numpy(),
-            "skew": frame.skew(axis=1).to_numpy()}
+            "skew": frame.skew(axis=1).mask(constant, 0.0).to_numpy()}
 
 
 def oracle_codes(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -65,7 +77,8 @@ def test_row_stats_equal_pandas_including_missing_and_degenerate_rows():
     ours, theirs = row_stats(codes), pandas_stats(codes)
     for stat in STATS:
         np.testing.assert_allclose(ours[stat], theirs[stat], rtol=1e-12, atol=1e-12, err_msg=stat)
-    assert np.isnan(ours["skew"][3]), "constant row: skew undefined (pandas ≥ 3), not 0"
+    assert ours["skew"][3] == 0.0, "constant row: skew 0 as pandas 2.x (Numerai's runtime), not NaN"
+    assert np.isnan(ours["skew"][2]), "two codes: skew undefined"
     floats = np.where(codes < 0, np.nan, codes.astype(np.float64))  # the live path reads float codes, NaN missing
     for stat in STATS:
         np.testing.assert_array_equal(row_stats(floats)[stat], ours[stat], err_msg=stat)
@@ -232,6 +245,50 @@ def test_a_selected_set_using_dropped_statistics_is_dropped_with_them(base, tmp_
     assert store.feature_sets["raw"] == ["feature_rain_0039"]
 
 
+def test_a_features_json_set_using_dropped_statistics_is_reported_too(base, tmp_path):
+    """Guards against new_meta dropping a set silently because eraflow did not make it."""
+    path = copy_store(base, tmp_path / "store")
+    add_group_stats(path)
+    meta = json.loads((path / "meta.json").read_text())
+    meta["feature_sets"]["mixed"] = ["feature_wisdom_mean", "feature_rain_0039"]
+    (path / "meta.json").write_text(json.dumps(meta))
+    assert add_group_stats(path, ["rain"]).dropped_sets == ["mixed"]
+    assert "mixed" not in open_store(path).feature_sets
+
+
+def test_an_add_without_the_disk_space_is_refused_before_writing(base, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import eraflow.engine.data.derived as derived
+
+    path = copy_store(base, tmp_path / "store")
+    meta = (path / "meta.json").read_bytes()
+    store = open_store(path)
+    need = store.n_rows * (len(store.feature_names) + 30)
+    monkeypatch.setattr(derived.shutil, "disk_usage", lambda _: SimpleNamespace(free=need - 1))
+    with pytest.raises(InputError, match=f"needs {need / 2**30:.2f} GiB for features.i8"):
+        add_group_stats(path)
+    assert (path / "meta.json").read_bytes() == meta
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store", "store.lock"]
+
+
+def test_era_blocks_hold_whole_eras_within_the_budget():
+    offsets = np.array([0, 3, 5, 15, 16, 18, 20])
+    blocks = era_blocks(offsets, np.array([0, 1, 2, 3, 5]), 5)
+    assert [b.tolist() for b in blocks] == [[0, 1], [2], [3, 5]]  # era 2 (10 rows) alone; era 4 not asked
+    assert era_blocks(offsets, np.array([], dtype=np.int64), 5) == []
+
+
+def test_added_codes_do_not_depend_on_the_block_size(added, base, tmp_path, monkeypatch):
+    """Guards against blocks cutting an era (codes are quantized per era): one era per block gives the same."""
+    import eraflow.engine.data.derived as derived
+
+    monkeypatch.setattr(derived, "BLOCK_BYTES", 1)
+    path = copy_store(base, tmp_path / "store")
+    add_group_stats(path)
+    np.testing.assert_array_equal(np.asarray(open_store(path).features), np.asarray(added[1].features))
+
+
 def test_derived_recipe_names_only_the_groups_a_model_uses(added):
     before, after = added
     assert derived_recipe(after, after.feature_sets["medium"]) is None
@@ -267,6 +324,26 @@ def test_predict_on_a_store_without_the_statistics_names_the_command(model, adde
     add_group_stats(other)
     with pytest.raises(InputError, match="computed group 'rain' from other features"):
         predict_table(model, open_store(other))
+
+
+def test_an_ensemble_of_members_with_other_derived_recipes_is_refused(model, tmp_path):
+    """Guards against an ensemble keeping the first member's recipe for members whose statistics came from other
+    raw features (their live predictions would read wrong codes)."""
+    import shutil
+
+    from eraflow.engine.models.ensemble import build_ensemble
+
+    other = shutil.copytree(model.path, tmp_path / "other")
+    meta = json.loads((other / "model.json").read_text())
+    recipe = meta["derived"][GROUP_STATS]
+    group = next(iter(recipe["groups"]))
+    recipe["groups"][group] = recipe["groups"][group][:-1]
+    (other / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="derived features are computed differently .*'derived'"):
+        build_ensemble([model.path, other], tmp_path / "ens")
+    assert not (tmp_path / "ens").exists()
+    build_ensemble([model.path, shutil.copytree(model.path, tmp_path / "same")], tmp_path / "ok")
+    assert load_model(tmp_path / "ok").meta["derived"] == model.meta["derived"]
 
 
 def live_frame(base) -> pd.DataFrame:
@@ -307,6 +384,32 @@ def test_export_computes_the_statistics_in_the_runtime_without_eraflow(model, ba
     exported = pd.read_parquet(tmp_path / "out.parquet")
     assert list(exported.id) == list(live_frame(base).id)
     np.testing.assert_allclose(exported.prediction, oracle_live(model, base, tmp_path), atol=1e-9)
+
+
+def test_neutralizing_against_derived_features_computes_them_in_live_and_export(added, base, tmp_path):
+    """Guards against live and the exported predictor reading derived neutralization features (the model itself
+    uses none) from live data, which has no such column: the post-processing keeps their recipe."""
+    _, store = added
+    out = tmp_path / "m"
+    train_models(store, out, TrainConfig(feature_set="medium", params={**FAST, "n_estimators": 8}))
+    against = tuple(store.feature_sets[GROUP_STATS][:6])
+    set_postprocess(out, Postprocess("pred_target", 0.5, against))
+    model = load_model(out)
+    assert "derived" not in model.meta or model.meta["derived"] is None
+    assert model.meta["postprocess"]["derived"] == derived_recipe(store, against)
+    assert override_postprocess(model, features=against).derived == derived_recipe(store, against)  # live --feature-set
+    live = ingest_files([base / "live.parquet"], tmp_path / "live", IngestOptions(
+        features_json=base / "features.json", targets=())).store
+    add_group_stats(live)
+    neutral = predict_submitted(model, open_store(live)).columns[SUBMITTED]
+    want = (rankdata(neutral) - 0.5) / len(neutral)
+    got = live_predictions(model, base / "live.parquet")
+    np.testing.assert_allclose(got.prediction, want, atol=1e-12)
+    export_model(model, tmp_path / "m.pkl")
+    raw = [f for f in live_frame(base).columns if f.startswith("feature_")]
+    subprocess.run([sys.executable, "-c", EXPORTED_RUN, tmp_path / "m.pkl", base / "live.parquet",
+                    tmp_path / "out.parquet", ",".join(raw)], check=True, cwd=tmp_path)
+    np.testing.assert_allclose(pd.read_parquet(tmp_path / "out.parquet").prediction, want, atol=1e-9)
 
 
 def test_a_model_trained_before_the_add_predicts_the_same_and_still_finds_its_store(base, tmp_path):

@@ -220,6 +220,8 @@ def test_early_stopping_chooses_only_the_first_fit_and_boosting_stays_on_trainin
     assert plain.rounds < 200
     info = boosted.describe()["era_boost"]
     assert info["first_rounds"] == plain.rounds and boosted.rounds == plain.rounds + 3 * 4
+    if kind == "lgbm":  # no stale best round of the first fit: a booster predicting by default uses every tree
+        assert boosted.booster.best_iteration == boosted.rounds == boosted.booster.current_iteration()
     train_labels = {store.eras[k] for k in TRAIN}
     assert all(set(s["worst_eras"]) <= train_labels for s in info["per_step"])
 
@@ -269,6 +271,32 @@ def test_train_with_cv_saves_one_booster_that_loads_and_exports_as_fitted(store,
     assert_array_equal(loaded.predict(everything, None), preds)
     codes = int8_to_float32(everything).astype(np.float64)
     assert_allclose(loaded.portable().predict(codes, np.zeros(len(codes))), preds, rtol=1e-6, atol=1e-7)
+
+
+def test_first_fit_rounds_subtract_the_boosting_trees_only_when_rounds_are_given():
+    boost = era_boost.EraBoost(steps=3, proportion=0.5, trees=4)
+    assert era_boost.first_fit_rounds(boost, 50, None) == 50
+    assert era_boost.first_fit_rounds(boost, 50, 20) == 8
+    assert era_boost.first_fit_rounds(boost, 50, 5) == 1
+    assert era_boost.first_fit_rounds(None, 50, 20) == 20
+
+
+def test_train_command_takes_era_boost_and_records_it(store, tmp_path):
+    """The --era-boost option reaches the kind's settings (model.json params) and the fit (its era_boost entry)."""
+    from click.testing import CliRunner
+
+    from eraflow.cli import cli
+
+    (tmp_path / "p.toml").write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in LGB.items()))
+    result = CliRunner().invoke(cli, ["train", str(store.path), "-o", str(tmp_path / "m"), "--params",
+                                      str(tmp_path / "p.toml"), "--era-boost", "proportion=0.5,steps=2", "-q"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["params"]["era_boost_steps"] == 2 and meta["params"]["era_boost_proportion"] == 0.5
+    info = meta["fitted"]["target"]["era_boost"]
+    assert info["steps"] == 2 and info["proportion"] == 0.5 and len(info["per_step"]) == 2
+    result = CliRunner().invoke(cli, ["train", str(store.path), "-o", str(tmp_path / "bad"), "--era-boost", "steps=x"])
+    assert result.exit_code == 2 and "--era-boost steps='x' is not a whole number" in result.stderr
 
 
 def test_xgb_external_memory_boosts_the_same_trees(store, tmp_path, monkeypatch):

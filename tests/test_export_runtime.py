@@ -86,6 +86,33 @@ def test_lgbm_export_passes_in_numerais_runtime_on_live_data(model_dir, synth_di
     assert (tmp_path / "model.pkl").is_file()
 
 
+def test_group_stats_model_passes_in_numerais_runtime(store_path, synth_dir, runtime_root, tmp_path):
+    """The statistics are computed in the runtime's pins (its pandas and NumPy) from live data that lacks them."""
+    import shutil
+
+    from eraflow.engine.data.derived import GROUP_STATS, add_group_stats
+
+    store = shutil.copytree(store_path, tmp_path / "store")
+    add_group_stats(store)
+    out = tmp_path / "model"
+    train_models(open_store(store), out, TrainConfig(feature_set=f"small+{GROUP_STATS}", params=FAST))
+    assert load_model(out).meta["derived"][GROUP_STATS]["features"]
+    result = check_exported(out, tmp_path / "model.pkl", runtime_root, live=synth_dir / "live.parquet")
+    assert result.passed, result.reason
+    assert [c.name for c in result.checks] == CHECKS
+
+
+def test_era_boosted_lgbm_passes_in_numerais_runtime(store_path, synth_dir, runtime_root, tmp_path):
+    """An era-boosted model is one booster of all its trees: the runtime's LightGBM predicts it as eraflow does."""
+    out = tmp_path / "model"
+    boost = {"era_boost_steps": 2, "era_boost_proportion": 0.5, "era_boost_trees": 5}
+    train_models(open_store(store_path), out, TrainConfig(params={**FAST, "n_estimators": 20, **boost}))
+    assert len(load_model(out).meta["fitted"]["target"]["era_boost"]["per_step"]) == 2
+    result = check_exported(out, tmp_path / "model.pkl", runtime_root, live=synth_dir / "live.parquet")
+    assert result.passed, result.reason
+    assert [c.name for c in result.checks] == CHECKS
+
+
 def test_cli_export_check_prints_each_check_and_writes_the_pickle(model_dir, runtime_root, tmp_path):
     out = tmp_path / "model.pkl"
     result = CliRunner(env={"XDG_CACHE_HOME": str(runtime_root.parent)}).invoke(

@@ -12,8 +12,9 @@ from click.testing import CliRunner
 
 from eraflow.cli import cli
 from eraflow.engine import open_store
-from eraflow.engine.cluster.client import open_client, open_task_store
+from eraflow.engine.cluster.client import open_client
 from eraflow.engine.cluster.partition import PARTS_PER_WORKER, era_parts
+from eraflow.engine.data.store import open_store_checked
 from eraflow.engine.errors import InputError
 from eraflow.engine.evaluation.evaluate import EvaluateOptions, evaluate_predictions
 from eraflow.engine.evaluation.scoring import ScoreOptions, score_predictions
@@ -109,8 +110,8 @@ def test_bad_input_refused_before_any_task(client, store_path, files):
 
 def test_task_refuses_a_changed_store(store_path):
     """A worker that opens another store at the path (re-ingested mid-run) fails its task, one line."""
-    with pytest.raises(InputError, match="changed"):
-        open_task_store(store_path, "not-the-fingerprint")
+    with pytest.raises(InputError, match="is another store than the one this run began with"):
+        open_store_checked(store_path, "not-the-fingerprint")
 
 
 # -- CLI --------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ def config(trials: int) -> SearchConfig:
 
 
 def board(path) -> dict:
-    return {k: v for k, v in pq.read_table(path / LEADERBOARD).to_pydict().items() if k != "seconds"}
+    return {k: v for k, v in pq.read_table(path / LEADERBOARD).to_pydict().items() if k != "time"}
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,22 @@ def test_workers_give_the_serial_leaderboard(store, serial, tmp_path):
     assert board(tmp_path / "dask") == {k: v[:4] for k, v in serial.items()}
 
 
+def test_scheduler_address_gives_the_serial_leaderboard(store, serial, tmp_path):
+    """`search --scheduler ADDRESS` (a LocalCluster standing for a real cluster) equals the serial run."""
+    from distributed import LocalCluster
+
+    space = tmp_path / "space.toml"
+    space.write_text(SPACE_TOML)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        result = CliRunner().invoke(cli, ["search", str(store.path), "--space", str(space), "--trials", "4", "--cv",
+                                          "2", "--embargo", "1", "--valid-eras", "0019:", "--neutralize", "0,0.5",
+                                          "-o", str(tmp_path / "sched"), "--scheduler", cluster.scheduler_address,
+                                          "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["ran"] == [0, 1, 2, 3]
+    assert board(tmp_path / "sched") == {k: v[:4] for k, v in serial.items()}
+
+
 def test_killed_worker_loses_no_trial_and_writes_none_twice(store, serial, tmp_path):
     """SIGKILL one worker while it holds tasks: its tasks rerun elsewhere, every trial ends up in the
     leaderboard exactly once, with the serial numbers."""
@@ -79,7 +95,7 @@ def test_killed_worker_loses_no_trial_and_writes_none_twice(store, serial, tmp_p
                 killed.append(pid)
 
         result = run_search(plan, tmp_path / "dask", client, on_task=kill_a_busy_worker,
-                            on_trial=lambda record: finished.append(record["trial"]))
+                            on_trial=lambda record, done: finished.append(record["trial"]))
         client.wait_for_workers(2, timeout=30)
         after_pids = set(client.run(os.getpid).values())
     assert killed and killed[0] in first_pids and killed[0] not in after_pids

@@ -54,9 +54,9 @@ def test_targets_as_dask_tasks_make_the_serial_model_directory(store, client, tm
     """Guards against a worker training another model than this process would (threads, device, eras)."""
     config = TrainConfig(targets=TARGETS, params=FAST, cv=2, valid_eras="0025:")
     serial = train_models(store, tmp_path / "serial", config)
-    ended = []
-    dask = train_models(store, tmp_path / "dask", config, client=client,
-                        status=lambda s: ended.append(s) if s.event == "end" else None)
+    statuses = []
+    dask = train_models(store, tmp_path / "dask", config, client=client, status=statuses.append)
+    ended = [s for s in statuses if s.event == "end"]
     assert _files(tmp_path / "dask") == _files(tmp_path / "serial"), "boosters and oof.parquet byte-equal"
     assert {"model_target.txt", "model_target_cyrus_20.txt", "oof.parquet"} <= set(_files(tmp_path / "dask"))
     assert _meta(tmp_path / "dask") == _meta(tmp_path / "serial")
@@ -66,6 +66,32 @@ def test_targets_as_dask_tasks_make_the_serial_model_directory(store, client, tm
     assert sorted((s.target, s.model) for s in ended) == sorted(
         (t, m) for t in ("target", "target_cyrus_20") for m in ("fold 1/2", "fold 2/2", "final"))
     assert ended[-1].done == ended[-1].total, "the bar ends full"
+    starts = [s for s in statuses if s.event == "start"]
+    for target in ("target", "target_cyrus_20"):
+        events = [s.event for s in statuses if s.target == target and s.event in ("start", "end")]
+        assert events == ["start"] * 3 + ["end"] * 3, (
+            "each model is shown as it starts on the worker (all 3 before its target's task ends and its models' "
+            f"ends are shown): a long Dask training is not silent; {target}: {events}")
+    assert len(starts) == len(ended) and all(0 <= s.done <= s.total for s in starts), "counts of this training"
+
+
+@pytest.mark.parametrize("kind,params", [("lgbm", FAST), ("v3x", {"blocks": 2, "n_estimators": 8, "meta": "simplex"})])
+def test_rerun_target_task_replaces_what_an_earlier_attempt_saved(store, tmp_path, kind, params):
+    """A target task rerun by Dask after its worker died mid-save must succeed (v3x's save made a folder that a
+    second save refused) and leave exactly the files of one attempt."""
+    config = TrainConfig(kind=kind, params=params, train_eras=":0022")
+    args = (str(store.path), store.fingerprint, config, "target")
+    once, twice = tmp_path / "once", tmp_path / "twice"
+    once.mkdir(), twice.mkdir()
+    train_target_task(*args, str(once), None, 1)
+    train_target_task(*args, str(twice), None, 1)
+    (twice / ".saving-target").mkdir()
+    (twice / ".saving-target" / "half_written").write_text("x")  # a save the worker died in
+    train_target_task(*args, str(twice), None, 1)
+    tree = lambda root: sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    assert tree(twice) == tree(once) and tree(once), "no leftover scratch folder, no stale files"
+    assert all((twice / name).read_bytes() == (once / name).read_bytes()
+               for name in tree(once) if (once / name).is_file())
 
 
 def test_error_in_a_target_task_reaches_the_caller_and_leaves_nothing(store, client, tmp_path):

@@ -8,12 +8,10 @@ dask and distributed are imported only when a cluster is asked for (``pip instal
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import click
 
 from ..errors import InputError, first_line
 from ..version import eraflow_version
@@ -99,7 +97,8 @@ def _worker_view(path: str) -> tuple[str, str]:
     from ..data.store import open_store
 
     try:
-        return eraflow_version(), open_store(path).fingerprint
+        with open_store(path) as store:
+            return eraflow_version(), store.fingerprint
     except Exception as exc:  # every failure is reported back by name, per worker
         return eraflow_version(), f"error: {first_line(exc)}"
 
@@ -122,18 +121,6 @@ def _worker_problem(view: tuple[str, str] | BaseException, path: str, fingerprin
     return None
 
 
-def open_task_store(store_path: str | Path, fingerprint: str):
-    """In a task: the store at ``store_path``; InputError when it is another store than the caller's
-    (``fingerprint``), e.g. re-ingested while the tasks ran or a worker that joined with another copy."""
-    from ..data.store import open_store
-
-    store = open_store(store_path)
-    if store.fingerprint != fingerprint:
-        raise InputError(f"the store at {store_path} changed (fingerprint {store.fingerprint}, not {fingerprint}) "
-                         "where a task ran; every worker must see the same store at the same path: run again")
-    return store
-
-
 def check_store_visible(client: Client | None, store_path: Path, fingerprint: str) -> None:
     """InputError naming the worker when a worker cannot open the store at this path, or opens another store.
 
@@ -154,19 +141,3 @@ def check_store_visible(client: Client | None, store_path: Path, fingerprint: st
         more = f" (and {len(problems) - 1} more of {len(views)} workers)" if len(problems) > 1 else ""
         raise InputError(f"Dask worker {worker}{more} {problem}")
 
-
-def cluster_options(f: Callable) -> Callable:
-    """Click options ``--workers N``, ``--scheduler ADDRESS`` and ``--scheduler-timeout SECONDS``
-    (parameters ``workers``, ``scheduler``, ``scheduler_timeout``); pass them to ``open_client``."""
-    options = [
-        click.option("--workers", type=click.IntRange(min=1), default=None,
-                     help="Run on a local Dask cluster of N worker processes (needs eraflow[dask])."),
-        click.option("--scheduler", metavar="ADDRESS", default=None,
-                     help="Run on the Dask cluster whose scheduler is at ADDRESS, e.g. tcp://10.0.0.5:8786; every "
-                          "worker must see the store at the same path."),
-        click.option("--scheduler-timeout", type=click.FloatRange(min=0, min_open=True), default=SCHEDULER_TIMEOUT,
-                     show_default=True, metavar="SECONDS", help="Seconds to wait for the scheduler and a worker."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f

@@ -1,12 +1,14 @@
 """One LightGBM model trained across the workers of a Dask cluster (``eraflow train --data-parallel``).
 
-The training eras are cut into shards of whole eras with about equal rows (at least one per worker,
-at most :data:`SHARD_ROWS` rows each). Each shard is a task pinned round-robin to a worker that opens
-the store BY PATH and reads the shard's int8 codes as float32 (missing → NaN), its labels and weights
-(a row without a target: label 0.5, weight 0, as a local fit): nothing large leaves the client. The
-shards become dask arrays and ``lightgbm.dask.DaskLGBMRegressor`` trains one booster over them where
-they lie, with LightGBM's data-parallel tree learner (histograms summed across workers). The booster
-is saved as a normal ``lgbm`` model: ``predict``, ``live`` and ``export`` do not know how it was made.
+The training eras are cut into shards of whole eras with about equal rows (:func:`~.partition.era_parts`; at
+least one per worker, at most about :data:`SHARD_ROWS` rows each). Each shard is two tasks placed
+round-robin on the workers (they may run or move elsewhere: ``allow_other_workers``, e.g. when a worker
+dies) that open the store BY PATH: one reads the shard's int8 codes as float32 (missing → NaN), the other
+its labels and weights (one rule with a local fit: :func:`~eraflow.engine.models.kind.labels_and_weights`);
+nothing large leaves the client. The shards become dask arrays and ``lightgbm.dask.DaskLGBMRegressor`` trains
+one booster over them where they lie, with LightGBM's data-parallel tree learner (histograms summed across
+workers). The booster is saved as a normal ``lgbm`` model: ``predict``, ``live`` and ``export`` do not know
+how it was made.
 
 What it supports: kind ``lgbm`` on the workers' CPUs, any targets (one model after another), feature
 sets, ``--era-step``, ``--cv`` and ``--valid-eras``. LightGBM's Dask interface has no early stopping,
@@ -28,15 +30,18 @@ from typing import Any
 
 import numpy as np
 
-from ..data.store import EraStore, int8_to_float32, open_store, read_codes, row_runs
+from ..data.store import int8_to_float32, open_store_checked, read_codes, row_runs
 from ..errors import InputError
 from ..models import lgb_data  # noqa: F401  (on a worker too: LightGBM's messages go to eraflow's silent logger)
-from ..models.kind import MISSING_LABEL, FitData, Fitted
+from ..models.kind import FitData, Fitted, labels_and_weights
 from ..models.lgb_errors import lightgbm_errors
 from ..models.params import THREADS_KEYS
 from ..models.train import Fitter, TrainConfig
+from .partition import era_parts
 
-SHARD_ROWS = 1 << 18  # most rows of one shard (≈ 620 MB of float32 at 2376 features)
+# Most rows of one shard (about 12 of Numerai's ~5.5k-row eras): 65,536 rows × 2376 features (Numerai's "all")
+# ≈ 156M cells ≈ 0.62 GB of float32 read by one task on its worker.
+SHARD_ROWS = 1 << 16
 
 
 def check_data_parallel(config: TrainConfig, client) -> None:
@@ -55,20 +60,9 @@ def check_data_parallel(config: TrainConfig, client) -> None:
 
 
 def era_shards(offsets: np.ndarray, eras: np.ndarray, n_shards: int) -> list[np.ndarray]:
-    """``eras`` cut into at most ``n_shards`` contiguous groups of whole eras with about equal rows:
-    group g ends at the first era whose cumulative rows reach (g + 1)/n of the total."""
-    rows = np.cumsum(np.diff(offsets)[eras])
-    cuts = np.searchsorted(rows, rows[-1] * np.arange(1, n_shards) / n_shards, side="left") + 1
-    return [s for s in np.split(eras, np.unique(np.minimum(cuts, len(eras)))) if s.size]
-
-
-def _open_checked(store_path: str, fingerprint: str) -> EraStore:
-    store = open_store(store_path)
-    if store.fingerprint != fingerprint:
-        store.close()
-        raise InputError(f"the store at {store_path} on a Dask worker is another store (fingerprint "
-                         f"{store.fingerprint}, expected {fingerprint}); give every worker the same store")
-    return store
+    """``eras`` cut into at most ``n_shards`` contiguous groups of whole eras with about equal rows
+    (:func:`~.partition.era_parts` of their rows)."""
+    return [eras[k0:k1] for k0, k1 in era_parts(np.diff(offsets)[eras], n_shards)]
 
 
 def _quiet_lightgbm_thread() -> None:
@@ -83,16 +77,16 @@ def _quiet_lightgbm_thread() -> None:
 def read_shard_features(store_path: str, fingerprint: str, eras: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """On a worker: float32 features (missing NaN) of the rows of ``eras``, columns ``cols``."""
     _quiet_lightgbm_thread()
-    with _open_checked(store_path, fingerprint) as store:
+    with open_store_checked(store_path, fingerprint) as store:
         return np.concatenate([int8_to_float32(read_codes(store, lo, hi, cols))
                                for lo, hi in row_runs(store.offsets, eras)])
 
 
-def read_shard_labels(store_path: str, fingerprint: str, eras: np.ndarray, t_col: int, weights: bool) -> np.ndarray:
-    """On a worker: the label of the rows of ``eras`` (a missing target → 0.5), or their weight (missing → 0)."""
-    with _open_checked(store_path, fingerprint) as store:
+def read_shard_labels(store_path: str, fingerprint: str, eras: np.ndarray, t_col: int) -> np.ndarray:
+    """On a worker: (rows of ``eras``) × 2, each row's label and weight (:func:`labels_and_weights`)."""
+    with open_store_checked(store_path, fingerprint) as store:
         y = np.concatenate([store.targets[lo:hi, t_col] for lo, hi in row_runs(store.offsets, eras)])
-    return np.isfinite(y).astype(np.float64) if weights else np.nan_to_num(y, nan=MISSING_LABEL)
+    return np.column_stack(labels_and_weights(y))
 
 
 def shard_arrays(client, data: FitData):
@@ -112,9 +106,10 @@ def shard_arrays(client, data: FitData):
         n = int(np.diff(store.offsets)[eras].sum())
         xs.append(da.from_delayed(client.submit(read_shard_features, path, fp, eras, data.cols, **where),
                                   (n, len(data.cols)), np.float32))
-        for weights, out in ((False, ys), (True, ws)):
-            out.append(da.from_delayed(client.submit(read_shard_labels, path, fp, eras, data.target_col, weights,
-                                                     **where), (n,), np.float64))
+        labels = da.from_delayed(client.submit(read_shard_labels, path, fp, eras, data.target_col, **where),
+                                 (n, 2), np.float64)
+        ys.append(labels[:, 0])
+        ws.append(labels[:, 1])
     return da.concatenate(xs), da.concatenate(ys), da.concatenate(ws)
 
 

@@ -1,10 +1,14 @@
-"""Eras split into contiguous parts of about equal rows, one Dask task each."""
+"""Eras split into contiguous parts of about equal rows: one Dask task each (evaluate, score), or one shard
+each (``train --data-parallel``)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from .executor import run_tasks
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -34,3 +38,13 @@ def era_parts(era_sizes: np.ndarray, n_parts: int) -> list[tuple[int, int]]:
     part = np.minimum((n_parts * middle / total).astype(np.int64), n_parts - 1) if total else np.zeros(sizes.size, int)
     starts = np.flatnonzero(np.diff(part, prepend=-1))
     return list(zip(starts.tolist(), [*starts[1:].tolist(), sizes.size]))
+
+
+def map_era_parts(client: Client, fn: Callable, era_index: np.ndarray, era_sizes: np.ndarray,
+                  *args) -> Iterator[tuple[int, int, Any]]:
+    """``(k0, k1, fn(*args, era_index[k0:k1]))`` as each Dask task finishes, for the parts ``[k0, k1)`` of
+    :func:`era_parts` (``PARTS_PER_WORKER`` per worker connected) of the eras whose rows are ``era_sizes``."""
+    parts = {f"eras-{k0:06d}": (k0, k1) for k0, k1 in era_parts(era_sizes, PARTS_PER_WORKER * worker_count(client))}
+    tasks = {key: (*args, era_index[k0:k1]) for key, (k0, k1) in parts.items()}
+    for key, result in run_tasks(client, fn, tasks):
+        yield (*parts[key], result)

@@ -32,12 +32,23 @@ from ..errors import InputError
 from ..lock import exclusive_lock
 from ..models.portable.derived import BINS, STATS, derived_name, group_stat_codes
 from ..outputs import check_output_dir, translates_write_errors
-from .store import FEATURES, IDS, META, OFFSETS, TARGETS, EraStore, open_store, read_codes, row_runs
-from .synth import GROUPS
+from .store import (
+    BLOCK_BYTES,
+    FEATURES,
+    GROUPS,
+    IDS,
+    META,
+    OFFSETS,
+    TARGETS,
+    EraStore,
+    era_blocks,
+    open_store,
+    read_codes,
+    row_runs,
+)
 
 GROUP_STATS = "group-stats"  # the --add recipe, and the name of the feature set of its columns
 DERIVED, MADE_SETS = "derived", "made_sets"  # meta.json keys: recipes of added columns; sets eraflow made
-BLOCK_BYTES = 64 << 20  # int8 bytes of raw codes read per block of whole eras
 Progress = Callable[[str, int, int], None]  # (stage, rows done since last call, total rows)
 
 
@@ -108,20 +119,6 @@ def plan_group_stats(store: EraStore, groups: Sequence[str] | None = None) -> Gr
 
 # -- writing a new version ------------------------------------------------------------------------
 
-def era_groups(offsets: np.ndarray, row_bytes: int, budget: int = BLOCK_BYTES) -> list[np.ndarray]:
-    """Consecutive eras in groups of at most ``budget`` bytes of rows (an era larger than that alone)."""
-    groups, current, size = [], [], 0
-    for k, n in enumerate(np.diff(offsets).tolist()):
-        if current and size + n * row_bytes > budget:
-            groups.append(np.array(current))
-            current, size = [], 0
-        current.append(k)
-        size += n * row_bytes
-    if current:
-        groups.append(np.array(current))
-    return groups
-
-
 def write_features(store: EraStore, raw: list[str], recipe: dict, path: Path,
                    progress: Progress | None = None) -> None:
     """features.i8 of the new version: ``raw`` columns then the recipe's derived columns, era block by
@@ -137,7 +134,7 @@ def write_features(store: EraStore, raw: list[str], recipe: dict, path: Path,
     if missing:
         raise InputError(f"the store lacks {len(missing)} feature(s) the group statistics read (e.g. {missing[0]})")
     with open(path, "wb") as fh:
-        for eras in era_groups(store.offsets, max(1, width)):
+        for eras in era_blocks(store.offsets, np.arange(store.n_eras), max(1, BLOCK_BYTES // max(1, width))):
             (lo, hi), = row_runs(store.offsets, eras)
             block = np.empty((hi - lo, width), dtype=np.int8)
             block[:, :len(raw)] = read_codes(store, lo, hi, raw_cols)
@@ -166,7 +163,7 @@ def fingerprint_with(base: str, recipe: dict) -> str:
 
 
 def new_meta(store: EraStore, plan: GroupStatsPlan) -> tuple[dict, list[str]]:
-    """meta.json of the new version, and the eraflow-made sets dropped (they used replaced columns)."""
+    """meta.json of the new version, and every feature set dropped (it used columns the new version lacks)."""
     meta = dict(store.meta)
     columns = set(plan.raw_features) | set(plan.names)
     made = dict(meta.get(MADE_SETS) or {})
@@ -176,9 +173,9 @@ def new_meta(store: EraStore, plan: GroupStatsPlan) -> tuple[dict, list[str]]:
             continue
         if all(f in columns for f in members):
             sets[name] = members
-        elif name in made:
+        else:
             dropped.append(name)
-            made.pop(name)
+            made.pop(name, None)
     sets[GROUP_STATS] = plan.names
     made[GROUP_STATS] = {"made_by": f"eraflow features --add {GROUP_STATS}", "created": _now()}
     base = meta.get("base_fingerprint", meta["fingerprint"])
@@ -192,7 +189,7 @@ def new_meta(store: EraStore, plan: GroupStatsPlan) -> tuple[dict, list[str]]:
 class AddResult:
     store: Path
     features: list[str]
-    dropped_sets: list[str]  # sets made by --select that used columns the new recipe no longer has
+    dropped_sets: list[str]  # sets that used columns the new recipe no longer has
     seconds: float
 
 
@@ -203,9 +200,13 @@ def _check_no_json_set(store: EraStore, name: str) -> None:
 
 
 def check_set_name(store: EraStore, name: str) -> None:
-    """InputError unless ``name`` may name a set eraflow makes: non-empty, no ``+``, not a features.json set."""
+    """InputError unless ``name`` may name a set eraflow saves: non-empty, no ``+``, not ``group-stats``
+    (``--add``'s), not a features.json set."""
     if not name or "+" in name:
         raise InputError(f"feature set name {name!r} must be non-empty and have no '+' (it joins sets)")
+    if name == GROUP_STATS:
+        raise InputError(f"feature set name {GROUP_STATS!r} is reserved for `--add {GROUP_STATS}`; choose another "
+                         "--name")
     _check_no_json_set(store, name)
 
 
@@ -231,8 +232,19 @@ def add_group_stats(path: str | Path, groups: Sequence[str] | None = None,
     return AddResult(path, plan.names, dropped, time.perf_counter() - started)
 
 
+def check_disk_space(store: EraStore, width: int) -> None:
+    """InputError naming the space needed when the store's filesystem cannot hold the new version's
+    features.i8 (``n_rows × width`` bytes; the other files are hard links) beside the old one."""
+    need, free = store.n_rows * width, shutil.disk_usage(store.path.parent).free
+    if need > free:
+        raise InputError(f"the new version of {store.path} needs {need / 2**30:.2f} GiB for features.i8 beside the "
+                         f"old one and {free / 2**30:.2f} GiB is free there; free some space and run again")
+
+
 def rebuild(store: EraStore, raw: list[str], recipe: dict, meta: dict, progress: Progress | None = None) -> None:
-    """Write a new version of ``store`` (raw + derived columns, ``meta``) beside it and swap it in."""
+    """Write a new version of ``store`` (raw + derived columns, ``meta``) beside it and swap it in; the
+    disk space is checked first (:func:`check_disk_space`)."""
+    check_disk_space(store, len(raw) + len(recipe["features"]))
     tmp = atomic_writer_path(store.path)
     tmp.mkdir()
     try:
@@ -274,6 +286,24 @@ def derived_recipe(store: EraStore, feature_names: Sequence[str]) -> dict | None
         return None
     groups = {g: members for g, members in recipe["groups"].items() if any(derived_name(g, s) in used for s in STATS)}
     return {GROUP_STATS: {**recipe, "groups": groups, "features": used}}
+
+
+def merged_recipe(*recipes: dict | None) -> dict | None:
+    """One ``derived`` recipe computing the columns of all ``recipes`` (a model's and its post-processing's):
+    groups and features in first-seen order; None when none has any. InputError when two compute a group
+    from different raw features or with other bins."""
+    parts = [r[GROUP_STATS] for r in recipes if r and r.get(GROUP_STATS)]
+    if not parts:
+        return None
+    groups, features = dict(parts[0]["groups"]), list(parts[0]["features"])
+    for part in parts[1:]:
+        other = next((g for g, members in part["groups"].items() if groups.get(g, members) != members), None)
+        if other is not None or part["bins"] != parts[0]["bins"]:
+            raise InputError(f"the model and its post-processing compute group statistics of {other or 'a group'!r} "
+                             "differently (the store's --add changed between them); set the post-processing again")
+        groups.update(part["groups"])
+        features += [f for f in part["features"] if f not in features]
+    return {GROUP_STATS: {**parts[0], "groups": groups, "features": features}}
 
 
 def check_store_has_derived(model_derived: dict | None, store: EraStore) -> None:

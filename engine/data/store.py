@@ -57,6 +57,20 @@ def open_store(path: str | Path) -> EraStore:
     return EraStore(Path(path))
 
 
+def open_store_checked(path: str | Path, fingerprint: str) -> EraStore:
+    """The store at ``path`` (opened where a task runs, e.g. on a Dask worker), which must be the store the
+    caller planned on (``fingerprint``); InputError otherwise: re-ingested since, or another copy there."""
+    from socket import gethostname
+
+    store = open_store(path)
+    if store.fingerprint != fingerprint:
+        store.close()
+        raise InputError(f"the store at {path} on host {gethostname()} is another store than the one this run began "
+                         f"with (fingerprint {store.fingerprint}, not {fingerprint}): re-ingested since, or another "
+                         "copy; every worker must see the same store at the same path, unchanged: run again")
+    return store
+
+
 def _damaged(path: Path, problem: str, fix: str = REBUILD) -> StoreError:
     return StoreError(f"store {path} is damaged: {problem}; {fix}")
 
@@ -450,15 +464,37 @@ class EraStore:
         return self.select().batches(rows, cols, batch_rows)
 
 
-def compose_feature_sets(sets: dict[str, list[str]], spec: str) -> list[str]:
+GROUPS = ("intelligence", "charisma", "strength", "dexterity", "constitution",
+          "wisdom", "agility", "serenity", "sunshine", "rain")  # Numerai's feature groups (features.json sets)
+BLOCK_BYTES = 64 << 20  # int8 feature bytes read at a time by whole-era block readers (era_blocks)
+
+
+def compose_feature_sets(sets: dict[str, list[str]], spec: str, where: str = "the store") -> list[str]:
     """The features of ``spec``: one set's name, or names joined by ``+`` (``medium+group-stats``): the
-    union of the sets in the order given, each feature once. InputError naming an unknown set."""
+    union of the sets in the order given, each feature once. InputError naming an unknown set and ``where``
+    the sets come from."""
     names = [part.strip() for part in spec.split("+")]
     unknown = [n for n in names if n not in sets]
     if unknown:
-        raise InputError(f"unknown feature set {unknown[0]!r}; the store has {sorted(sets)} "
+        raise InputError(f"unknown feature set {unknown[0]!r} in {where}; it has {', '.join(sorted(sets))} "
                          "(join sets with '+', e.g. medium+group-stats)")
     return list(dict.fromkeys(f for n in names for f in sets[n]))
+
+
+def era_blocks(offsets: np.ndarray, era_index: np.ndarray, max_rows: int) -> list[np.ndarray]:
+    """``era_index`` (increasing) cut into runs of consecutive entries of at most ``max_rows`` rows in all
+    (an era larger than that is a block of its own): whole eras, for readers that work era by era.
+    For a byte budget of int8 rows ``width`` wide: ``max_rows = BLOCK_BYTES // width``."""
+    era_index = np.asarray(era_index, dtype=np.int64)
+    blocks, start, rows = [], 0, 0
+    for i, n in enumerate(np.diff(offsets)[era_index].tolist()):
+        if i > start and rows + n > max_rows:
+            blocks.append(era_index[start:i])
+            start, rows = i, 0
+        rows += n
+    if era_index.size:
+        blocks.append(era_index[start:])
+    return blocks
 
 
 def _name_indices(names: list[str], wanted: Sequence[str], kind: str) -> np.ndarray:

@@ -22,10 +22,8 @@ import pyarrow.parquet as pq
 
 from ..atomic import atomic_write_json, atomic_writer_path
 from ..errors import InputError
-from .store import FNC_FEATURE_SET
+from .store import FNC_FEATURE_SET, GROUPS
 
-GROUPS = ("intelligence", "charisma", "strength", "dexterity", "constitution",
-          "wisdom", "agility", "serenity", "sunshine", "rain")
 TARGET_NAMES = ("target_ender_20", "target_ender_60", "target_cyrus_20", "target_cyrus_60",
                 "target_ralph_20", "target_ralph_60", "target_victor_20", "target_victor_60",
                 "target_waldo_20", "target_waldo_60", "target_jasper_20", "target_jasper_60")

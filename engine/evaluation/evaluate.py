@@ -27,10 +27,9 @@ from eraflow.kernels import (
     rank,
 )
 
-from ..cluster.client import open_task_store
 from ..data.eras import eras_in_range
 from ..data.ingest import Progress
-from ..data.store import FNC_FEATURE_SET, EraStore
+from ..data.store import FNC_FEATURE_SET, EraStore, open_store_checked
 from ..errors import InputError
 from .ledger import Run
 from .metrics import score_summary, top_bottom_corr
@@ -202,31 +201,27 @@ def evaluate_part(store_path: str, fingerprint: str, path: str, options: Evaluat
                   era_index: np.ndarray) -> dict[str, np.ndarray]:
     """A Dask task: the per-era metrics of the store eras ``era_index``, opening the store and the
     prediction (and reference) files by path where it runs."""
-    store = open_task_store(store_path, fingerprint)
-    preds, references, _ = _prepared(store, path, options, columns, era_index)
-    return _per_era_scores(store, preds, references, options)
+    with open_store_checked(store_path, fingerprint) as store:
+        preds, references, _ = _prepared(store, path, options, columns, era_index)
+        return _per_era_scores(store, preds, references, options)
 
 
 def _per_era_scores_on_dask(client: Client, store: EraStore, path: str | Path, preds: AlignedPredictions,
                             options: EvaluateOptions, columns: list[str] | None,
                             progress: Progress | None) -> dict[str, np.ndarray]:
     """``_per_era_scores`` with the eras split into parts of about equal rows, one Dask task each."""
-    from ..cluster.executor import run_tasks
-    from ..cluster.partition import PARTS_PER_WORKER, era_parts, worker_count
+    from ..cluster.partition import map_era_parts
 
     sizes = np.diff(preds.offsets)
-    parts = era_parts(sizes, PARTS_PER_WORKER * worker_count(client))
     options = replace(options, meta_model=_absolute(options.meta_model), benchmark=_absolute(options.benchmark))
-    tasks = {f"eras-{k0:06d}": (str(store.path.resolve()), store.fingerprint, str(Path(path).resolve()), options,
-                                columns, preds.era_index[k0:k1]) for k0, k1 in parts}
-    rows = {f"eras-{k0:06d}": int(sizes[k0:k1].sum()) for k0, k1 in parts}
-    done: dict[str, dict[str, np.ndarray]] = {}
-    for key, per_era in run_tasks(client, evaluate_part, tasks):
-        done[key] = per_era
+    done: dict[int, dict[str, np.ndarray]] = {}
+    for k0, k1, per_era in map_era_parts(client, evaluate_part, preds.era_index, sizes, str(store.path.resolve()),
+                                         store.fingerprint, str(Path(path).resolve()), options, columns):
+        done[k0] = per_era
         if progress:
-            progress("evaluate", rows[key], len(preds.rows))
-    keys = sorted(done)  # era order
-    return {metric: np.concatenate([done[key][metric] for key in keys]) for metric in done[keys[0]]}
+            progress("evaluate", int(sizes[k0:k1].sum()), len(preds.rows))
+    parts = [done[k0] for k0 in sorted(done)]  # era order
+    return {metric: np.concatenate([part[metric] for part in parts]) for metric in parts[0]}
 
 
 def _absolute(path: str | Path | None) -> Path | None:

@@ -16,7 +16,7 @@ import numpy as np
 
 from eraflow.kernels import correlation_contribution, era_summary, feature_exposure, neutralize, numerai_corr, rank
 
-from ..data.store import EraStore, era_rows, era_subset_offsets
+from ..data.store import EraStore, era_rows, era_subset_offsets, open_store_checked
 from ..errors import InputError
 from .predictions import AlignedPredictions, align_predictions
 
@@ -149,11 +149,9 @@ def _score_eras(store: EraStore, preds: AlignedPredictions, options: ScoreOption
 def score_part(store_path: str, fingerprint: str, path: str, options: ScoreOptions, columns: list[str] | None,
                era_index: np.ndarray) -> list[Scores]:
     """A Dask task: the scores of the store eras ``era_index``, opening the store and the files by path."""
-    from ..cluster.client import open_task_store
-
-    store = open_task_store(store_path, fingerprint)
-    preds = align_predictions(store, path, columns)
-    return _score_eras(store, keep_eras(preds, np.isin(preds.era_index, era_index)), options)
+    with open_store_checked(store_path, fingerprint) as store:
+        preds = align_predictions(store, path, columns)
+        return _score_eras(store, keep_eras(preds, np.isin(preds.era_index, era_index)), options)
 
 
 def concat_scores(parts: list[Scores]) -> Scores:
@@ -179,18 +177,16 @@ def score_predictions(store: EraStore, path: str | Path, options: ScoreOptions =
     preds = align_predictions(store, path, columns)
     if client is None:
         return _score_eras(store, preds, options)
-    from ..cluster.executor import run_tasks
-    from ..cluster.partition import PARTS_PER_WORKER, era_parts, worker_count
+    from ..cluster.partition import map_era_parts
 
     if options.meta_model:  # a meta model file that misses predicted rows: refused before any task
         meta_model_values(store, preds, Path(options.meta_model), options.meta_column)
     options = replace(options, meta_model=Path(options.meta_model).resolve() if options.meta_model else None)
-    parts = era_parts(np.diff(preds.offsets), PARTS_PER_WORKER * worker_count(client))
-    tasks = {f"eras-{k0:06d}": (str(store.path.resolve()), store.fingerprint, str(Path(path).resolve()), options,
-                                columns, preds.era_index[k0:k1]) for k0, k1 in parts}
-    done = dict(run_tasks(client, score_part, tasks))
-    keys = sorted(done)  # era order
-    return [concat_scores([done[key][j] for key in keys]) for j in range(len(options.targets))]
+    done = {k0: part for k0, _, part in map_era_parts(client, score_part, preds.era_index, np.diff(preds.offsets),
+                                                       str(store.path.resolve()), store.fingerprint,
+                                                       str(Path(path).resolve()), options, columns)}
+    parts = [done[k0] for k0 in sorted(done)]  # era order
+    return [concat_scores([part[j] for part in parts]) for j in range(len(options.targets))]
 
 
 def reference_values(store: EraStore, preds: AlignedPredictions, path: Path,

@@ -1,9 +1,9 @@
 """Random search of a model kind's parameters, each trial scored by era CV with the embargo.
 
-1. Plan: the training eras (``train_eras`` with target values, minus ``valid_eras`` and the embargo
-   on each side of them: validation eras never choose), the CV folds of them (engine ``cv_splits``),
-   and each trial's parameters (:meth:`~eraflow.engine.experiments.space.Space.draw`), all checked
-   by the kind before any work.
+1. Plan: the training eras (:func:`~eraflow.engine.models.cv.training_eras`, the rule ``train`` uses:
+   ``train_eras`` outside ``valid_eras`` ± the embargo, with target values; validation eras never
+   choose), the CV folds of them (engine ``cv_splits``), and each trial's parameters
+   (:meth:`~eraflow.engine.experiments.space.Space.draw`), all checked by the kind before any work.
 2. Run one task per (trial, fold) (:func:`~eraflow.engine.experiments.trials.evaluate_fold`) in this
    process or on a Dask cluster; a trial is done when all its folds are.
 3. Write each finished trial to ``OUT_DIR/trials/trial-0007.json`` (atomically: this is what a re-run
@@ -29,24 +29,24 @@ import numpy as np
 import pyarrow as pa
 
 from ..atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
-from ..data.eras import eras_in_range
 from ..data.store import EraStore
 from ..errors import InputError, OutputError
 from ..evaluation.ledger import Run
 from ..evaluation.metrics import score_summary
 from ..lock import exclusive_lock
-from ..models.cv import default_embargo
+from ..models.cv import default_embargo, training_eras
 from ..models.kind import DEFAULT_KIND, get_kind
 from ..models.train import cv_splits
 from ..outputs import is_own_output, mark_table
 from .space import Space
-from .trials import FoldResult, FoldTask, evaluate_fold
+from .trials import FoldResult, FoldTask, evaluate_fold, proportion_label
 
 SEARCH_FORMAT = "eraflow-search"  # search.json "format": marks OUT_DIR as an eraflow search
 SEARCH_JSON, TRIALS, LEADERBOARD, BEST_PARAMS = "search.json", "trials", "leaderboard.parquet", "best_params.toml"
+REPORT = "report.html"
 SAMPLERS = ("random",)
 METRICS = ("cv_sharpe", "cv_mean")
-SCORE_COLUMNS = ("trial", "cv_mean", "cv_std", "cv_sharpe", "fold_min", "fold_max", "fold_std", "seconds")
+SCORE_COLUMNS = ("trial", "cv_mean", "cv_std", "cv_sharpe", "fold_min", "fold_max", "fold_std", "time")
 
 
 @dataclass(frozen=True)
@@ -109,37 +109,11 @@ def merged_params(kind: str, base: dict, draw: dict) -> dict:
     return {**base, **{by_main.get(names.get(k, k), k): v for k, v in draw.items()}}
 
 
-def _era_index(store: EraStore, spec: str | None) -> np.ndarray:
-    if spec is None:
-        return np.arange(store.n_eras)
-    wanted = set(eras_in_range(store.eras, spec))
-    return np.array([k for k, e in enumerate(store.eras) if e in wanted], dtype=np.int64)
-
-
-def _labeled(store: EraStore, eras: np.ndarray, t_col: int) -> np.ndarray:
-    """Eras with at least one target value."""
-    return np.array([k for k in eras if np.isfinite(store.targets[store.offsets[k]:store.offsets[k + 1], t_col]).any()],
-                    dtype=np.int64)
-
-
-def training_eras(store: EraStore, config: SearchConfig, embargo: int) -> np.ndarray:
-    """Eras with target values in ``train_eras``, minus ``valid_eras`` and ``embargo`` eras on each side
-    of them; InputError when an explicit ``train_eras`` overlaps ``valid_eras`` or nothing is left."""
-    chosen = _labeled(store, _era_index(store, config.train_eras), store.target_names.index(config.target))
-    if config.valid_eras is not None:
-        valid = _era_index(store, config.valid_eras)
-        if config.train_eras is not None and np.isin(chosen, valid).any():
-            raise InputError(f"--train-eras {config.train_eras} overlaps --valid-eras {config.valid_eras}; a search "
-                             "never chooses on validation eras: give disjoint ranges")
-        chosen = chosen[(chosen < valid.min() - embargo) | (chosen > valid.max() + embargo)]
-    if chosen.size == 0:
-        raise InputError(f"no training eras with {config.target} values left; check --train-eras/--valid-eras")
-    return chosen
-
-
 def _check_config(store: EraStore, config: SearchConfig) -> None:
     if config.trials < 1:
         raise InputError(f"--trials must be at least 1, got {config.trials}")
+    if config.seed < 0:
+        raise InputError(f"--seed must not be negative, got {config.seed} (it seeds NumPy's generators)")
     if config.sampler not in SAMPLERS:
         raise InputError(f"unknown sampler {config.sampler!r}; choose one of {', '.join(SAMPLERS)}")
     if config.metric not in METRICS:
@@ -155,6 +129,9 @@ def _check_config(store: EraStore, config: SearchConfig) -> None:
         raise InputError(f"--neutralize proportions must lie in [0, 1], got {bad}")
     if len(set(config.neutralize)) < len(config.neutralize):
         raise InputError(f"--neutralize repeats a proportion: {list(config.neutralize)}")
+    if config.neutralize_features is not None and not config.neutralize:
+        raise InputError(f"--neutralize-features {config.neutralize_features} needs --neutralize PROPORTIONS "
+                         "(e.g. 0,0.5,1): it names what the predictions are neutralized against")
 
 
 def _base_params(config: SearchConfig) -> dict:
@@ -182,7 +159,8 @@ def check_trials(plan: SearchPlan, trials: list[int]) -> None:
 
 
 def plan_search(store: EraStore, config: SearchConfig) -> SearchPlan:
-    """Check the config and fix eras, folds, features and identity (see the module doc, step 1)."""
+    """Check the config and every trial's settings (:func:`check_trials`), and fix eras, folds, features
+    and identity (see the module doc, step 1): all before any task runs or any cluster starts."""
     _check_config(store, config)
     view = store.select(features=config.features, feature_set=config.feature_set)
     cols = np.arange(len(store.feature_names)) if view.cols is None else view.cols
@@ -191,18 +169,21 @@ def plan_search(store: EraStore, config: SearchConfig) -> SearchPlan:
         neutral_view = store.select(feature_set=config.neutralize_features)
         neutral = np.arange(len(store.feature_names)) if neutral_view.cols is None else neutral_view.cols
     embargo = config.embargo if config.embargo is not None else default_embargo(config.target)
-    train = training_eras(store, config, embargo)
+    train, _ = training_eras(store, config.target, config.train_eras, config.valid_eras, embargo)
     folds = cv_splits(store, train, config.cv, embargo, config.cv_mode)
     base = _base_params(config)
     identity = {"store_fingerprint": store.fingerprint, "kind": config.kind, "space": config.space.doc,
-                "base_params": base, "sampler": config.sampler, "seed": config.seed, "target": config.target,
-                "features": view.feature_names, "cv": config.cv, "cv_mode": config.cv_mode, "embargo": embargo,
+                "base_params": base, "sampler": config.sampler, "seed": config.seed, "threads": config.threads,
+                "target": config.target, "features": view.feature_names, "cv": config.cv, "cv_mode": config.cv_mode,
+                "embargo": embargo,
                 "train_eras": [store.eras[k] for k in train], "neutralize": list(config.neutralize),
                 "neutralize_features": None if neutral is None else [store.feature_names[c] for c in neutral]}
     identity = json.loads(json.dumps(identity))  # as search.json will hold it
     search_id = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
-    return SearchPlan(config, store.path, store.fingerprint, base, view.feature_names, cols, neutral, embargo, train,
+    plan = SearchPlan(config, store.path, store.fingerprint, base, view.feature_names, cols, neutral, embargo, train,
                       folds, identity, search_id)
+    check_trials(plan, list(range(config.trials)))
+    return plan
 
 
 # -- the output directory ------------------------------------------------------------------------
@@ -277,10 +258,6 @@ def load_trials(out_dir: Path, plan: SearchPlan) -> dict[int, dict]:
 
 # -- scores --------------------------------------------------------------------------------------
 
-def proportion_label(p: float) -> str:
-    return f"{p:g}"
-
-
 def trial_scores(folds: list[dict], neutralize: tuple[float, ...]) -> dict:
     """The leaderboard's scores of one trial from its folds' per-era corr (see the module doc)."""
     oof = np.array([c for f in folds for c in f["corr"]], dtype=np.float64)
@@ -313,13 +290,13 @@ def _column(values: list) -> pa.Array:
 
 
 def leaderboard_table(plan: SearchPlan, done: dict[int, dict]) -> pa.Table:
-    """One row per finished trial, in trial order: trial, parameters, scores, seconds."""
+    """One row per finished trial, in trial order: trial, parameters, scores, time (seconds its folds took)."""
     records = [done[i] for i in sorted(done)]
     columns = {"trial": pa.array([r["trial"] for r in records], pa.int64())}
     columns.update({name: _column([r["params"][name] for r in records]) for name in plan.config.space.params})
     score_names = list(records[0]["scores"]) if records else []
     columns.update({s: pa.array([r["scores"][s] for r in records], pa.float64()) for s in score_names})
-    columns["seconds"] = pa.array([r["seconds"] for r in records], pa.float64())
+    columns["time"] = pa.array([r["seconds"] for r in records], pa.float64())
     return mark_table(pa.table(columns), "leaderboard")
 
 
@@ -387,7 +364,7 @@ def fold_tasks(plan: SearchPlan, trials: list[int]) -> dict[str, tuple]:
 
 
 TaskCallback = Callable[[int, int], None]  # (tasks done, tasks in all)
-TrialCallback = Callable[[dict], None]  # a finished trial's record
+TrialCallback = Callable[[dict, int], None]  # a finished trial's record, trials done in all
 
 
 def _run_trials(plan: SearchPlan, out_dir: Path, todo: list[int], done: dict[int, dict], client,
@@ -406,7 +383,7 @@ def _run_trials(plan: SearchPlan, out_dir: Path, todo: list[int], done: dict[int
             on_task(n, len(tasks))
         folds = pending.setdefault(result.trial, {})
         folds[result.fold] = result
-        if len(folds) < len(plan.folds) or result.trial in done:
+        if len(folds) < len(plan.folds):
             continue
         record = trial_record(plan, result.trial, pending.pop(result.trial))
         atomic_write_json(trial_file(out_dir, result.trial), record)
@@ -414,7 +391,7 @@ def _run_trials(plan: SearchPlan, out_dir: Path, todo: list[int], done: dict[int
         ran.append(result.trial)
         write_results(out_dir, plan, done)
         if on_trial:
-            on_trial(record)
+            on_trial(record, len(done))
     return ran
 
 
@@ -422,7 +399,7 @@ def run_search(plan: SearchPlan, out_dir: str | Path, client=None, command: str 
                on_task: TaskCallback | None = None, on_trial: TrialCallback | None = None) -> SearchResult:
     """Run the trials of ``plan`` not yet in ``out_dir`` (see the module doc) on ``client`` (None: here).
 
-    ``on_task(done, total)`` hears of every finished task; ``on_trial(record)`` of every finished trial,
+    ``on_task(done, total)`` hears of every finished task; ``on_trial(record, done)`` of every finished trial,
     after its file and the leaderboard are written (the CLI records it in the ledger there).
     """
     started = time.perf_counter()
@@ -430,9 +407,6 @@ def run_search(plan: SearchPlan, out_dir: str | Path, client=None, command: str 
     out_dir = check_search_dir(Path(out_dir), plan.store_path)
     if is_search_dir(out_dir):
         check_same_search(out_dir, plan)
-        check_trials(plan, [i for i in range(config.trials) if i not in load_trials(out_dir, plan)])
-    else:
-        check_trials(plan, list(range(config.trials)))
     create_search_dir(out_dir, plan, command)
     with exclusive_lock(out_dir / "search"):  # OUT_DIR/search.lock: one run at a time writes the search
         done = load_trials(out_dir, plan)
@@ -452,6 +426,12 @@ def _run(client, tasks: dict[str, tuple]):
     return run_tasks(client, evaluate_fold, tasks)
 
 
+def trial_run_id(plan: SearchPlan, out_dir: Path, trial: int) -> str:
+    """A trial's ledger run id, fixed by (search, directory, trial): recording a trial again names the same run."""
+    where = hashlib.sha256(str(out_dir.resolve()).encode()).hexdigest()[:6]
+    return f"search-{plan.search_id}-{where}-{trial:04d}"
+
+
 def trial_run(plan: SearchPlan, record: dict, out_dir: Path, command: str) -> Run:
     """The ledger record of one trial: its settings tagged with the search, CV scores, per-era OOF corr."""
     config = plan.config
@@ -465,6 +445,7 @@ def trial_run(plan: SearchPlan, record: dict, out_dir: Path, command: str) -> Ru
                **{f"cv_n{p}": score_summary(np.array([c for f in record["folds"] for c in f["neutral"][p]],
                                                       dtype=np.float64)) for p in record["folds"][0]["neutral"]},
                "search": record["scores"]}
-    artifacts = {"search_dir": str(out_dir.resolve()), "report": str((out_dir / "report.html").resolve()),
+    artifacts = {"search_dir": str(out_dir.resolve()), "report": str((out_dir / REPORT).resolve()),
                  "trial_file": str(trial_file(out_dir, record["trial"]).resolve())}
-    return Run("search", command, params, plan.fingerprint, [config.target], plan.features, metrics, artifacts, per_era)
+    return Run("search", command, params, plan.fingerprint, [config.target], plan.features, metrics, artifacts, per_era,
+               trial_run_id(plan, out_dir, record["trial"]))

@@ -22,9 +22,10 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: 
 
 from ..atomic import atomic_write_bytes  # noqa: E402
 from ..outputs import save_plot  # noqa: E402
+from .search import REPORT  # noqa: E402
 from .space import Choice, Range  # noqa: E402
+from .trials import proportion_label  # noqa: E402
 
-REPORT = "report.html"
 SPREAD_TRIALS = 20  # best trials shown in the fold-spread plot
 TABLE_TRIALS = 10  # best trials listed on the page
 
@@ -80,7 +81,7 @@ def plot_neutralization(axes, ranked: list[dict], proportions: tuple[float, ...]
     picks = [("best", ranked[0]), ("median", ranked[len(ranked) // 2])] if len(ranked) > 1 else [("best", ranked[0])]
     for ax, stat in zip(axes, ("cv_mean", "cv_sharpe")):
         for label, r in picks:
-            ax.plot(order, [r["scores"][f"{stat}_n{p:g}"] for p in order], marker="o",
+            ax.plot(order, [r["scores"][f"{stat}_n{proportion_label(p)}"] for p in order], marker="o",
                     label=f"{label} (trial {r['trial']})")
         ax.set_xlabel("neutralization proportion")
         ax.set_ylabel(stat)

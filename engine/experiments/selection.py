@@ -11,10 +11,11 @@ drops them). No method reads a feature or a target of any other era.
   expanding CV folds' training eras (:func:`~eraflow.engine.models.train.cv_splits`, with the embargo;
   the fold's test eras are not used); ``gain_f`` = total split gain of f summed over the fold models;
   the ``keep`` features of highest gain.
-- ``cluster``: feature-feature Pearson corr over a seeded sample of rows of the training eras (at most
-  :data:`CLUSTER_SAMPLE_ROWS` in all, the same number from each era; pairwise-complete rows, as
-  pandas' ``DataFrame.corr``), distance ``1 − |corr|``, average-linkage hierarchical clustering cut into
-  ``keep`` clusters; from each cluster the member with the highest |era-sharpe|.
+- ``cluster``: feature-feature Pearson corr over a seeded sample of rows of the training eras
+  (``max(2, CLUSTER_SAMPLE_ROWS // n_eras)`` rows from each era, all of a smaller one: at most
+  :data:`CLUSTER_SAMPLE_ROWS` in all, except two rows per era when there are more than half that many
+  eras; pairwise-complete rows, as pandas' ``DataFrame.corr``), distance ``1 − |corr|``, average-linkage
+  hierarchical clustering cut into ``keep`` clusters; from each cluster the member with the highest |era-sharpe|.
 
 Memory: features are read as int8 blocks of whole eras (at most :data:`BLOCK_BYTES`, or one era); floats
 exist only for a tile of at most :data:`TILE_CELLS` cells (era-sharpe) or :data:`SAMPLE_CHUNK_ROWS` sampled
@@ -31,10 +32,10 @@ import numpy as np
 
 from eraflow.kernels import era_summary
 
-from ..data.eras import eras_in_range
-from ..data.store import EraStore, era_subset_offsets, read_codes, row_runs
+from ..data.store import BLOCK_BYTES, EraStore, era_blocks, era_subset_offsets, read_codes, row_runs
 from ..errors import InputError
 from ..models.cv import default_embargo
+from ..models.cv import training_eras as cv_training_eras
 from ..models.kind import FitData
 from ..models.params import BASE
 from ..models.train import cv_splits
@@ -45,7 +46,6 @@ METHODS = ("importance", "cluster", "era-sharpe")
 # last basis point; half the features per tree so every feature competes often.
 IMPORTANCE_PARAMS = {**BASE, "n_estimators": 300, "learning_rate": 0.05, "max_depth": 5, "num_leaves": 31,
                      "colsample_bytree": 0.5}
-BLOCK_BYTES = 64 << 20  # int8 feature bytes read at a time (whole eras; one era when it is larger)
 TILE_CELLS = 1 << 21  # codes per era-sharpe tile: as float64 (16 MiB) and, with missing codes, their presence
 CLUSTER_SAMPLE_ROWS = 50_000  # rows sampled over all training eras: a corr's standard error ≈ 1/√50000 ≈ 0.005
 SAMPLE_CHUNK_ROWS = 4096  # rows per float32 product: sums of codes (≤ 4096·16) stay exact integers below 2²⁴
@@ -125,26 +125,9 @@ def _selection(store: EraStore, method: str, candidates: list[str], scores: np.n
 
 def training_eras(store: EraStore, target: str, train_eras: str | None, valid_eras: str | None,
                   embargo: int) -> np.ndarray:
-    """Store indices of the eras of ``train_eras`` with a ``target`` value, without ``valid_eras`` and the
-    ``embargo`` eras on each side of them; InputError when none is left."""
-    t_col = store.target_names.index(target)
-    chosen = _era_indices(store, train_eras)
-    labeled = np.array([k for k in chosen if np.isfinite(store.targets[store.offsets[k]:store.offsets[k + 1],
-                                                                        t_col]).any()], dtype=np.int64)
-    if valid_eras is not None:
-        valid = _era_indices(store, valid_eras)
-        labeled = labeled[(labeled < valid.min() - embargo) | (labeled > valid.max() + embargo)]
-    if labeled.size == 0:
-        raise InputError(f"no training eras with {target} values left after --valid-eras and an embargo of "
-                         f"{embargo}; check --train-eras/--valid-eras/--embargo")
-    return labeled
-
-
-def _era_indices(store: EraStore, spec: str | None) -> np.ndarray:
-    if spec is None:
-        return np.arange(store.n_eras, dtype=np.int64)
-    wanted = set(eras_in_range(store.eras, spec))
-    return np.array([k for k, e in enumerate(store.eras) if e in wanted], dtype=np.int64)
+    """The training eras of :func:`eraflow.engine.models.cv.training_eras` (the rule ``train`` and
+    ``search`` use): validation targets are never read."""
+    return cv_training_eras(store, target, train_eras, valid_eras, embargo)[0]
 
 
 def _check_two_eras(store: EraStore, eras: np.ndarray, method: str) -> None:
@@ -165,28 +148,13 @@ def _ranked(scores: np.ndarray) -> np.ndarray:
 
 # -- era-sharpe ------------------------------------------------------------------------------
 
-def era_blocks(store: EraStore, eras: np.ndarray, width: int) -> list[np.ndarray]:
-    """``eras`` cut into runs of consecutive entries whose int8 rows (× ``width`` bytes) fit
-    :data:`BLOCK_BYTES` (one era per block when it alone is larger)."""
-    rows = np.diff(store.offsets)[eras]
-    budget = max(1, BLOCK_BYTES // max(width, 1))
-    blocks, start, used = [], 0, 0
-    for i, n in enumerate(rows):
-        if i > start and used + n > budget:
-            blocks.append(eras[start:i])
-            start, used = i, 0
-        used += n
-    blocks.append(eras[start:])
-    return blocks
-
-
 def era_feature_corr(store: EraStore, eras: np.ndarray, cols: np.ndarray, t_col: int,
                      progress: Progress | None = None) -> np.ndarray:
     """Per-era Pearson corr of each feature with the target, ``(len(eras), len(cols))`` float64
     (:func:`corr_with_target` of each era, in tiles of at most :data:`TILE_CELLS` codes)."""
     out = np.empty((eras.size, cols.size))
     done, total_rows = 0, int(np.diff(store.offsets)[eras].sum())
-    for block in era_blocks(store, eras, cols.size):
+    for block in era_blocks(store.offsets, eras, max(1, BLOCK_BYTES // max(1, cols.size))):
         codes = np.concatenate([read_codes(store, lo, hi, cols) for lo, hi in row_runs(store.offsets, block)])
         y = np.concatenate([store.targets[lo:hi, t_col] for lo, hi in row_runs(store.offsets, block)])
         bounds = era_subset_offsets(store.offsets, block)

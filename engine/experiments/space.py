@@ -7,14 +7,16 @@ One key per parameter, each one of::
     learning_rate = {low = 0.01, high = 0.1, log = true}      # a range: uniform, or log-uniform
     min_data_in_leaf = {low = 20, high = 200}                 # integers when both ends are
 
-Trial ``i`` of a search with seed ``s`` draws its parameters from ``np.random.default_rng([s, i])``,
-in the file's order: a trial's parameters depend on nothing but the seed, its number and the space,
-so ``--trials 20`` after ``--trials 10`` keeps the first 10 and adds 10.
+Trial ``i`` of a search with seed ``s`` draws each parameter from its own generator,
+``np.random.default_rng([s, i, crc32(name)])``: a trial's parameters depend on nothing but the seed,
+its number and the space, so ``--trials 20`` after ``--trials 10`` keeps the first 10 and adds 10,
+and reordering the keys of SPACE.toml (or adding one) changes no other parameter's draws.
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +71,11 @@ class Range:
 Param = Constant | Choice | Range
 
 
+def param_rng(seed: int, trial: int, name: str) -> np.random.Generator:
+    """The generator parameter ``name`` of trial ``trial`` is drawn from: seeded by (seed, trial, crc32 of the name)."""
+    return np.random.default_rng([seed, trial, zlib.crc32(name.encode())])
+
+
 def _is_scalar(v) -> bool:
     return isinstance(v, (bool, int, float, str))
 
@@ -117,9 +124,8 @@ class Space:
     doc: dict  # the TOML document as read (the search's identity)
 
     def draw(self, seed: int, trial: int) -> dict:
-        """Parameters of trial ``trial``: each drawn, in order, from ``default_rng([seed, trial])``."""
-        rng = np.random.default_rng([seed, trial])
-        return {name: p.draw(rng) for name, p in self.params.items()}
+        """Parameters of trial ``trial``: each drawn from ``default_rng([seed, trial, crc32(name)])``."""
+        return {name: p.draw(param_rng(seed, trial, name)) for name, p in self.params.items()}
 
     def varied(self) -> list[str]:
         """Parameters that are not constants."""

@@ -16,8 +16,7 @@ import numpy as np
 
 from eraflow.kernels import neutralize, numerai_corr
 
-from ..data.store import era_subset_offsets, open_store, read_codes, row_runs
-from ..errors import InputError
+from ..data.store import era_subset_offsets, open_store_checked, read_codes, row_runs
 from ..models.kind import FitData, get_kind
 from ..models.predict import predict_rows
 from ..threads import configured_threads, set_threads
@@ -48,10 +47,15 @@ class FoldResult:
     fold: int
     eras: list[str]  # the test eras, in store order
     corr: list[float]  # per-era numerai_corr of the predictions
-    neutral: dict[str, list[float]] = field(default_factory=dict)  # f"{p:g}" → per-era corr at proportion p
+    neutral: dict[str, list[float]] = field(default_factory=dict)  # proportion_label(p) → per-era corr at p
     seconds: float = 0.0
     rows_read: int = 0  # rows of features the fold read: training + test (+ test again to neutralize)
     bytes_read: int = 0  # int8 feature bytes of those rows
+
+
+def proportion_label(p: float) -> str:
+    """How a proportion names its scores: ``0.5`` → ``"0.5"`` (``cv_mean_n0.5``), ``1.0`` → ``"1"``."""
+    return f"{p:g}"
 
 
 def neutral_corrs(preds: np.ndarray, target: np.ndarray, features: np.ndarray, offsets: np.ndarray,
@@ -64,7 +68,7 @@ def neutral_corrs(preds: np.ndarray, target: np.ndarray, features: np.ndarray, o
     residual = neutralize(preds, features, offsets, 1.0)
     blended = np.column_stack([preds - p * (preds - residual) for p in proportions])
     corr = numerai_corr(blended, target, offsets)
-    return {f"{p:g}": corr[:, j].tolist() for j, p in enumerate(proportions)}
+    return {proportion_label(p): corr[:, j].tolist() for j, p in enumerate(proportions)}
 
 
 def _codes(store, eras: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -83,25 +87,21 @@ def evaluate_fold(store_path: str, fingerprint: str, task: FoldTask) -> FoldResu
     started = time.perf_counter()
     if task.threads != configured_threads():
         set_threads(task.threads)
-    store = open_store(store_path)
-    if store.fingerprint != fingerprint:
-        raise InputError(f"the store at {store_path} changed since the search began (fingerprint "
-                         f"{store.fingerprint}, not {fingerprint}); start a new search with a new -o")
-    kind = get_kind(task.kind)
-    settings = kind.check_settings(task.params)
-    data = FitData(store, task.train_eras, task.cols, task.target, None, "cpu", task.seed, task.embargo)
-    model = kind.fit(data, settings, None, None)
-    preds = predict_rows(model, store, task.test_eras, task.cols)
-    target = data.target_values(task.test_eras)
-    offsets = era_subset_offsets(store.offsets, task.test_eras)
-    corr = numerai_corr(preds, target, offsets)
-    rows = int(np.diff(store.offsets)[task.train_eras].sum()), int(offsets[-1])
-    nbytes = (rows[0] + rows[1]) * len(task.cols)
-    neutral = {}
-    if task.neutralize:
-        ncols = task.cols if task.neutral_cols is None else task.neutral_cols
-        neutral = neutral_corrs(preds, target, _codes(store, task.test_eras, ncols), offsets, task.neutralize)
-        nbytes += rows[1] * len(ncols)
-    store.close()
-    return FoldResult(task.trial, task.fold, [store.eras[k] for k in task.test_eras], corr.tolist(), neutral,
-                      time.perf_counter() - started, sum(rows) + (rows[1] if task.neutralize else 0), nbytes)
+    with open_store_checked(store_path, fingerprint) as store:
+        kind = get_kind(task.kind)
+        settings = kind.check_settings(task.params)
+        data = FitData(store, task.train_eras, task.cols, task.target, None, "cpu", task.seed, task.embargo)
+        model = kind.fit(data, settings, None, None)
+        preds = predict_rows(model, store, task.test_eras, task.cols)
+        target = data.target_values(task.test_eras)
+        offsets = era_subset_offsets(store.offsets, task.test_eras)
+        corr = numerai_corr(preds, target, offsets)
+        rows = int(np.diff(store.offsets)[task.train_eras].sum()), int(offsets[-1])
+        nbytes = (rows[0] + rows[1]) * len(task.cols)
+        neutral = {}
+        if task.neutralize:
+            ncols = task.cols if task.neutral_cols is None else task.neutral_cols
+            neutral = neutral_corrs(preds, target, _codes(store, task.test_eras, ncols), offsets, task.neutralize)
+            nbytes += rows[1] * len(ncols)
+        return FoldResult(task.trial, task.fold, [store.eras[k] for k in task.test_eras], corr.tolist(), neutral,
+                          time.perf_counter() - started, sum(rows) + (rows[1] if task.neutralize else 0), nbytes)

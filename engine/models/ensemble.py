@@ -163,6 +163,16 @@ def check_same_features(paths: list[Path], features: list[list[str]]) -> None:
                          "the same features")
 
 
+def check_same_derived(members: list[TrainedModel]) -> None:
+    """InputError naming the first member whose derived features (model.json ``derived``: group statistics and
+    the raw features they come from) are computed otherwise than the first member's: one recipe serves all."""
+    first = members[0].meta.get("derived") or None
+    other = next((m for m in members[1:] if (m.meta.get("derived") or None) != first), None)
+    if other is not None:
+        raise InputError(f"ensembling models whose derived features are computed differently ({members[0].path} "
+                         f"and {other.path}: model.json 'derived'); train the members on one store's group statistics")
+
+
 def check_weights(weights: list[float] | None, n_members: int, method: str) -> np.ndarray:
     """The rank-mean weights normalised to sum 1 (equal when None); InputError for a bad list."""
     if weights is None:
@@ -343,6 +353,7 @@ def build_ensemble(model_dirs: list[str | Path], out_dir: str | Path, method: st
     w = check_weights(weights, len(model_dirs), method)
     members = [load_model(d) for d in model_dirs]
     check_same_features([m.path for m in members], [m.features for m in members])
+    check_same_derived(members)
     target = ensemble_target(members, target)
     fit_eras: list[str] = []
     store_path = store or members[0].meta.get("store")

@@ -70,6 +70,14 @@ class EraBoost:
         return max(1, rounds - self.extra_trees)
 
 
+def first_fit_rounds(boost: EraBoost | None, default: int, rounds: int | None) -> int:
+    """Rounds of a kind's first fit: ``default`` (the settings' rounds) when ``rounds`` is None, else
+    ``rounds`` (all trees, the trainer's median over folds) less the era boosting trees."""
+    if rounds is None:
+        return default
+    return boost.first_rounds(rounds) if boost else rounds
+
+
 def without_era_boost(settings: dict) -> dict:
     """``settings`` less the era boosting keys (what the library is given)."""
     return {k: v for k, v in settings.items() if k not in KEYS}

@@ -38,6 +38,12 @@ MODEL_FORMAT = 2  # model.json ``format``: 2 names the kind; a directory without
 MISSING_LABEL = 0.5  # label of a row without a target value; its weight is 0
 
 
+def labels_and_weights(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(label, weight)`` of target values ``y``: a missing value is label ``MISSING_LABEL`` (0.5) with weight 0,
+    a present one is itself with weight 1."""
+    return np.nan_to_num(y, nan=MISSING_LABEL), np.isfinite(y).astype(np.float64)
+
+
 @dataclass(frozen=True)
 class FitData:
     """A store view to train on: eras (store indices), feature columns and one target.
@@ -67,8 +73,7 @@ class FitData:
 
     def labels(self, eras: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(label, weight)`` of the rows of ``eras``: a missing target is label 0.5 with weight 0."""
-        y = self.target_values(eras)
-        return np.nan_to_num(y, nan=MISSING_LABEL), np.isfinite(y).astype(np.float64)
+        return labels_and_weights(self.target_values(eras))
 
     def era_labels(self, eras: np.ndarray) -> list[str]:
         return [self.store.eras[k] for k in eras]

@@ -28,6 +28,7 @@ from .era_boost import (
     boost_eras,
     describe,
     era_boost_of,
+    first_fit_rounds,
     local_rows,
     predict_block_rows,
     without_era_boost,
@@ -146,6 +147,7 @@ def era_boosted(booster: lgb.Booster, data: FitData, boost: EraBoost, tracker: T
     steps = boost_eras(data.store, data.train_eras, data.target_values(data.train_eras), boost, predict, grow)
     rounds = booster.current_iteration()
     booster.model_from_string(booster.model_to_string(num_iteration=rounds)).free_dataset()  # as lgb.train does
+    booster.best_iteration = rounds  # every tree, boosting's included: no stale best round of the first fit
     return LightGBMModel(booster, rounds, describe(boost, first, steps))
 
 
@@ -229,7 +231,7 @@ class LightGBMKind:
         """``rounds`` (all trees, era boosting's included) when given, else the settings' rounds; with
         era boosting the first fit gets ``rounds`` less the boosting trees."""
         boost = era_boost_of(settings, split_rounds(settings)[1])
-        first = split_rounds(settings)[1] if rounds is None else boost.first_rounds(rounds) if boost else rounds
+        first = first_fit_rounds(boost, split_rounds(settings)[1], rounds)
         label, weight = data.labels(data.train_eras)
         valid_label = None if data.stop_eras is None else data.target_values(data.stop_eras)
         with lightgbm_errors():

@@ -28,12 +28,12 @@ import numpy as np
 
 from eraflow.kernels import numerai_corr
 
-from ..data.store import era_subset_offsets, read_codes, row_runs
+from ..data.store import era_blocks, era_subset_offsets, read_codes, row_runs
 from ..errors import InputError
 from .kind import FitData, Tracker, unknown_settings
 from .model_files import damaged_file, missing_file
 from .portable.linear import LinearCodes
-from .predict import era_blocks
+from .predict import PREDICT_BATCH_ROWS
 from .ridge import (
     NormalEquations,
     code_matmul,
@@ -157,7 +157,7 @@ def fold_scores(data: FitData, test: np.ndarray, eq: NormalEquations, alphas: li
     """Mean per-era numerai_corr over ``test`` eras of the ridge fits of ``eq``, one per alpha."""
     coef, intercept = ridge_coefficients(eq, alphas)
     store, per_era = data.store, []
-    for group in era_blocks(store.offsets, test):
+    for group in era_blocks(store.offsets, test, PREDICT_BATCH_ROWS):
         x = np.concatenate([read_codes(store, lo, hi, data.cols) for lo, hi in row_runs(store.offsets, group)])
         preds = code_matmul(x, coef) + intercept  # rows × alphas
         per_era.append(numerai_corr(preds, data.target_values(group), era_subset_offsets(store.offsets, group)))

@@ -12,7 +12,7 @@ from eraflow.kernels import rank
 
 from ..data.derived import check_store_has_derived
 from ..data.eras import eras_in_range
-from ..data.store import EraStore, era_rows, era_subset_offsets, read_codes, row_runs
+from ..data.store import EraStore, era_blocks, era_rows, era_subset_offsets, read_codes, row_runs
 from ..errors import InputError
 from ..evaluation.scoring import check_proportion, neutralize_columns
 from .kind import DEFAULT_KIND, Fitted, meta_kind
@@ -82,21 +82,6 @@ def feature_columns(store: EraStore, features: list[str]) -> np.ndarray:
         raise InputError(f"the store lacks {len(missing)} of the model's features (e.g. {missing[:3]}); "
                          "ingest with the feature set the model was trained on")
     return np.array([index[f] for f in features], dtype=np.int64)
-
-
-def era_blocks(offsets: np.ndarray, era_index: np.ndarray, batch_rows: int = PREDICT_BATCH_ROWS):
-    """Groups of consecutive eras of ``era_index`` holding at most ``batch_rows`` rows (an era larger
-    than that is a group of its own)."""
-    sizes = np.diff(offsets)[era_index]
-    group, rows = [], 0
-    for k, n in zip(era_index.tolist(), sizes.tolist()):
-        if group and rows + n > batch_rows:
-            yield np.array(group, dtype=np.int64)
-            group, rows = [], 0
-        group.append(k)
-        rows += n
-    if group:
-        yield np.array(group, dtype=np.int64)
 
 
 def predict_rows(fitted: Fitted, store: EraStore, era_index: np.ndarray, cols: np.ndarray,

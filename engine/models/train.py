@@ -2,8 +2,8 @@
 on per-era corr (kinds that boost), out-of-fold predictions.
 
 For each target (the kind, :mod:`~eraflow.engine.models.kind`, fits each model):
-1. training eras = the chosen eras with any target value, minus validation eras and the
-   embargo before them; rows without a target get weight 0;
+1. training eras (:func:`~eraflow.engine.models.cv.training_eras`) = the chosen eras outside the
+   validation eras ± the embargo, with any target value; rows without a target get weight 0;
 2. with ``cv`` folds (engine.cv): train on each fold's training eras (kinds that stop early stop
    on the mean per-era numerai_corr of its test eras), predict them (out-of-fold predictions);
 3. the final model trains on every training era, for the median best round of the folds (or
@@ -13,8 +13,10 @@ The model directory is built aside and renamed into place.
 With a Dask client (``eraflow train --workers N | --scheduler ADDRESS``) each target is one task
 (:func:`train_target_task`): the worker opens the store by path, trains the target's folds and final
 model with this process's thread count and saves it into the directory being built aside, which it
-must see at the same path; the directory is the one a serial run writes. With ``data_parallel`` each
-model is fit across all the workers instead (:mod:`~eraflow.engine.cluster.lgbm_dask`).
+must see at the same path (a task rerun after its worker died replaces what the dead attempt saved);
+the directory is the one a serial run writes. Each model's start reaches the progress display as it
+starts on its worker (a Dask event), its rounds and end when its target's task returns. With
+``data_parallel`` each model is fit across all the workers instead (:mod:`~eraflow.engine.cluster.lgbm_dask`).
 
 Targets whose store columns are identical (``target`` is ``target_ender_20``) are trained once:
 the first stands for the others (model.json ``aliases``), which get a copy of its predictions
@@ -31,9 +33,12 @@ from __future__ import annotations
 import fnmatch
 import json
 import shutil
+import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields, replace
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from socket import gethostname
 
@@ -44,8 +49,7 @@ from eraflow.kernels import numerai_corr
 
 from ..atomic import atomic_write_parquet, atomic_writer_path, replace_dir
 from ..data.derived import derived_recipe
-from ..data.eras import eras_in_range
-from ..data.store import EraStore, era_rows, era_subset_offsets, open_store, row_runs
+from ..data.store import EraStore, era_rows, era_subset_offsets, open_store_checked, row_runs
 from ..errors import InputError
 from ..evaluation.ledger import Run
 from ..evaluation.metrics import score_summary
@@ -53,7 +57,7 @@ from ..notices import warn
 from ..outputs import check_output_dir, translates_write_errors
 from ..threads import configured_threads, set_threads
 from ..version import eraflow_version
-from .cv import default_embargo, era_splits
+from .cv import default_embargo, era_indices, era_splits, labeled_eras, training_eras
 from .kind import DEFAULT_KIND, MODEL_FORMAT, FitData, Fitted, Kind, get_kind
 from .predict import (
     ENSEMBLE,
@@ -128,20 +132,6 @@ def feature_selection(store: EraStore, config: TrainConfig) -> tuple[list[str], 
     view = store.select(features=config.features, feature_set=config.feature_set)
     cols = np.arange(len(store.feature_names)) if view.cols is None else view.cols
     return view.feature_names, cols
-
-
-def _era_indices(store: EraStore, spec: str | None) -> np.ndarray:
-    if spec is None:
-        return np.arange(store.n_eras)
-    wanted = set(eras_in_range(store.eras, spec))
-    return np.array([k for k, e in enumerate(store.eras) if e in wanted], dtype=np.int64)
-
-
-def _labeled(store: EraStore, era_index: np.ndarray, t_col: int) -> np.ndarray:
-    """Eras with at least one target value."""
-    keep = [k for k in era_index
-            if not np.isnan(store.targets[store.offsets[k]:store.offsets[k + 1], t_col]).all()]
-    return np.array(keep, dtype=np.int64)
 
 
 def _rows_target(store: EraStore, era_index: np.ndarray, t_col: int) -> np.ndarray:
@@ -222,9 +212,18 @@ class RoundCounter:
             tracker.best_round = fitted.rounds
         self.report(tracker, "end", 0)
 
+    def announce(self, started: TrainStatus) -> None:
+        """Report that another process (a Dask worker) started a model, from its "start" status, with this
+        training's counts; its rounds are counted when it ends (:meth:`replay`)."""
+        if self.status:
+            self.status(replace(started, done=self.done, total=self.total,
+                                elapsed=time.perf_counter() - self.started))
+
     def replay(self, ended: TrainStatus) -> None:
-        """Report a model another process trained, from its "end" status: its start, its rounds at once, its end."""
-        tracker = self.start(ended.target, ended.model, ended.rounds, ended.train_eras, ended.stop_eras)
+        """Report a model another process trained, from its "end" status: its rounds at once, then its end
+        (its start was announced when it began)."""
+        self.total += ended.rounds - self.max_rounds
+        tracker = _ModelRounds(self, ended.target, ended.model, ended.rounds, ended.train_eras, ended.stop_eras)
         tracker.round, tracker.corr, tracker.best_corr = ended.round, ended.corr, ended.best_corr
         self.report(tracker, "round", ended.round)
         self.total -= ended.rounds - ended.round
@@ -256,17 +255,17 @@ class TrainResult:
     settings: dict = field(default_factory=dict)  # the kind's settings
 
 
-def _split_eras(store: EraStore, config: TrainConfig, t_col: int, embargo: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Training eras (every ``era_step``-th of the range, labeled, the embargo away from the
-    validation eras) and the labeled validation eras (None without ``valid_eras``)."""
-    chosen = _labeled(store, _era_indices(store, config.train_eras)[::config.era_step], t_col)
-    if config.valid_eras is None:
-        return chosen, None
-    valid = _labeled(store, _era_indices(store, config.valid_eras), t_col)
+def _split_eras(store: EraStore, config: TrainConfig, target: str,
+                embargo: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Training eras (:func:`~eraflow.engine.models.cv.training_eras`) and the validation eras with
+    ``target`` values (None without ``valid_eras``)."""
+    train, valid = training_eras(store, target, config.train_eras, config.valid_eras, embargo, config.era_step)
+    if valid is None:
+        return train, None
+    valid = labeled_eras(store, valid, store.target_names.index(target))
     if valid.size == 0:
         raise InputError(f"--valid-eras {config.valid_eras} has no era with target values")
-    lo, hi = valid.min() - embargo, valid.max() + embargo
-    return chosen[(chosen < lo) | (chosen > hi)], valid
+    return train, valid
 
 
 def cv_splits(store: EraStore, train: np.ndarray, n_splits: int, embargo: int,
@@ -335,15 +334,20 @@ class Fitter:
 
 
 def make_fitter(store: EraStore, config: TrainConfig, n_models: int, progress: Progress | None = None,
-                status: StatusCallback | None = None) -> Fitter:
+                status: StatusCallback | None = None, client=None) -> Fitter:
     """The fitter of ``config`` (its features, kind, checked settings and resolved device) and a counter
-    of the rounds of its ``n_models`` fits."""
+    of the rounds of its ``n_models`` fits; with ``config.data_parallel`` one fitting across ``client``'s
+    workers (:class:`~eraflow.engine.cluster.lgbm_dask.DataParallelFitter`)."""
     _, cols = feature_selection(store, config)
     kind = get_kind(config.kind)
     settings = kind.check_settings(config.params)
     device = kind.resolve_device(config.device, settings)
     counter = RoundCounter(n_models, kind.max_rounds(settings), progress, status, getattr(kind, "unit", "round"))
-    return Fitter(store, kind, settings, cols, config, device, counter)
+    if not config.data_parallel:
+        return Fitter(store, kind, settings, cols, config, device, counter)
+    from ..cluster.lgbm_dask import DataParallelFitter
+
+    return DataParallelFitter(store, kind, settings, cols, config, device, counter, client)
 
 
 def _cross_validate(fitter: Fitter, target: str, train: np.ndarray, embargo: int):
@@ -386,17 +390,14 @@ def train_target(fitter: Fitter, target: str, out: Path, ensemble_eras: np.ndarr
     """Train ``target``: CV (``config.cv`` folds) then the final model, saved into ``out``; with
     ``ensemble_eras``, also its predictions of them (for the ensemble's validation score)."""
     store, config = fitter.store, fitter.config
-    t_col = store.target_names.index(target)
     embargo = config.embargo if config.embargo is not None else default_embargo(target)
-    train, valid = _split_eras(store, config, t_col, embargo)
-    if train.size == 0:
-        raise InputError(f"no training eras with {target} values left; check --train-eras/--valid-eras")
+    train, valid = _split_eras(store, config, target, embargo)
     stopping = [] if valid is None or not fitter.stops_early else [store.eras[k] for k in valid]
     rounds, oof, cv = None, None, None
     if config.cv:
         oof, cv, rounds = _cross_validate(fitter, target, train, embargo)
     fit = fitter.fit("final", target, train, valid, embargo, rounds)
-    fit.model.save(out, target)
+    save_target(fit.model, out, target)
     ensemble_preds = None
     if ensemble_eras is not None and fit.preds is not None:
         ensemble_preds = (fit.preds if np.array_equal(valid, ensemble_eras)
@@ -405,41 +406,99 @@ def train_target(fitter: Fitter, target: str, out: Path, ensemble_eras: np.ndarr
                         oof, None if fit.corr is None else score_summary(fit.corr), ensemble_preds)
 
 
+def save_target(model: Fitted, out: Path, target: str) -> None:
+    """Save ``model`` (of ``target``) into ``out``, over whatever an earlier attempt left there: it saves into
+    ``out/.saving-<target>`` (emptied first), then moves each entry into ``out`` in place of one of the same
+    name. A Dask task rerun after its worker died mid-save (V3X's save makes a folder) thus succeeds."""
+    scratch = out / f".saving-{target}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir()
+    model.save(scratch, target)
+    for saved in scratch.iterdir():
+        old = out / saved.name
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old)
+        else:
+            old.unlink(missing_ok=True)
+        saved.rename(old)
+    scratch.rmdir()
+
+
+def _status_to_client(topic: str | None) -> Callable[[TrainStatus], None]:
+    """In a Dask task: a status listener that sends each "start" status to the client's ``topic``
+    (:func:`_train_targets` shows it as the model starts); nothing without a topic."""
+    if topic is None:
+        return lambda status: None
+    from distributed import get_worker
+
+    worker = get_worker()
+    return lambda status: worker.log_event(topic, {"status": asdict(status)}) if status.event == "start" else None
+
+
 def train_target_task(store_path: str, fingerprint: str, config: TrainConfig, target: str, out: str,
-                      ensemble_eras: np.ndarray | None, threads: int) -> tuple[TargetResult, list[TrainStatus]]:
+                      ensemble_eras: np.ndarray | None, threads: int,
+                      topic: str | None = None) -> tuple[TargetResult, list[TrainStatus]]:
     """:func:`train_target` as a Dask task: opens the store by path (InputError when it is another store),
     uses the caller's ``threads`` (so the model is the one a serial run makes) and saves into ``out``, the
-    model directory being built aside, which the worker must see. Returns the result and each model's
-    "end" status (the caller's progress)."""
+    model directory being built aside, which the worker must see (a rerun replaces what a dead attempt
+    saved). Sends each model's "start" status to the client's event ``topic`` as it starts; returns the
+    result and each model's "end" status (the caller's progress)."""
     set_threads(threads)
     if not Path(out).is_dir():
         raise InputError(f"the model directory being built ({out}) is not visible on worker host {gethostname()}; "
                          "write the model (-o) to storage every worker sees at the same path")
     ended: list[TrainStatus] = []
-    with open_store(store_path) as store:
-        if store.fingerprint != fingerprint:
-            raise InputError(f"the store at {store_path} on worker host {gethostname()} is another store (fingerprint "
-                             f"{store.fingerprint}, expected {fingerprint}); give every worker the same store")
-        fitter = make_fitter(store, config, 1, status=lambda s: ended.append(s) if s.event == "end" else None)
+    started = _status_to_client(topic)
+
+    def status(s: TrainStatus) -> None:
+        started(s)
+        if s.event == "end":
+            ended.append(s)
+
+    with open_store_checked(store_path, fingerprint) as store:
+        fitter = make_fitter(store, config, 1, status=status)
         return train_target(fitter, target, Path(out), ensemble_eras), ended
+
+
+@contextmanager
+def _model_starts(client, counter: RoundCounter, lock: threading.Lock) -> Iterator[str]:
+    """An event topic on ``client`` whose "start" statuses (sent by target tasks) ``counter`` announces
+    as they come, under ``lock``; none are shown once the block ends."""
+    topic, active = f"eraflow-train-{uuid.uuid4().hex}", [True]
+
+    def on_event(event: tuple[float, dict]) -> None:  # in the client's event loop thread
+        with lock:
+            if active[0]:
+                counter.announce(TrainStatus(**event[1]["status"]))  # the worker adds its address beside it
+
+    client.subscribe_topic(topic, on_event)
+    try:
+        yield topic
+    finally:
+        with lock:
+            active[0] = False
+        client.unsubscribe_topic(topic)
 
 
 def _train_targets(fitter: Fitter, targets: list[str], out: Path, ensemble_eras: np.ndarray | None,
                    client) -> Iterator[TargetResult]:
-    """Each target's result as it is trained: here, one after another, or as Dask tasks of ``client``."""
+    """Each target's result as it is trained: here, one after another, or as Dask tasks of ``client`` (each
+    model's start shown as it starts on a worker, its rounds and end when its target's task is done)."""
     if client is None or fitter.config.data_parallel:
         for target in targets:
             yield train_target(fitter, target, out, ensemble_eras)
         return
     from ..cluster.executor import run_tasks
 
-    store, config = fitter.store, replace(fitter.config, device=fitter.device)
-    tasks = {t: (str(store.path.resolve()), store.fingerprint, config, t, str(out.resolve()), ensemble_eras,
-                 configured_threads()) for t in targets}
-    for _, (result, ended) in run_tasks(client, train_target_task, tasks):
-        for status in ended:
-            fitter.counter.replay(status)
-        yield result
+    store, config, lock = fitter.store, replace(fitter.config, device=fitter.device), threading.Lock()
+    with _model_starts(client, fitter.counter, lock) as topic:
+        tasks = {t: (str(store.path.resolve()), store.fingerprint, config, t, str(out.resolve()), ensemble_eras,
+                     configured_threads(), topic) for t in targets}
+        for _, (result, ended) in run_tasks(client, train_target_task, tasks):
+            with lock:
+                for status in ended:
+                    fitter.counter.replay(status)
+            yield result
 
 
 def _check_config(config: TrainConfig, client) -> None:
@@ -466,17 +525,6 @@ def _warn_optimistic(config: TrainConfig, unit: str) -> None:
              f"watched to choose the number of {unit}s; score eras no model saw with `eraflow evaluate`")
 
 
-def _fitter(store: EraStore, config: TrainConfig, n_models: int, progress: Progress | None,
-            status: StatusCallback | None, client) -> Fitter:
-    """The fitter of this process, or with ``config.data_parallel`` one fitting across ``client``'s workers."""
-    fitter = make_fitter(store, config, n_models, progress, status)
-    if not config.data_parallel:
-        return fitter
-    from ..cluster.lgbm_dask import DataParallelFitter
-
-    return DataParallelFitter(**{f.name: getattr(fitter, f.name) for f in fields(Fitter)}, client=client)
-
-
 @translates_write_errors("model", "out_dir")
 def train_models(store: EraStore, out_dir: str | Path, config: TrainConfig, command: str = "",
                  progress: Progress | None = None, status: StatusCallback | None = None,
@@ -498,7 +546,7 @@ def train_models(store: EraStore, out_dir: str | Path, config: TrainConfig, comm
     weights = _trained_weights(config, chosen, aliases)
     _warn_duplicates(aliases)
     names = feature_selection(store, config)[0]
-    fitter = _fitter(store, config, len(targets) * (config.cv + 1), progress, status, client)
+    fitter = make_fitter(store, config, len(targets) * (config.cv + 1), progress, status, client)
     kind, counter = fitter.kind, fitter.counter
     ensemble_eras = _ensemble_eras(store, config, targets)
     tmp = atomic_writer_path(out_dir)
@@ -554,7 +602,7 @@ def _ensemble_eras(store: EraStore, config: TrainConfig, targets: list[str]) -> 
     if len(targets) < 2 or config.valid_eras is None:
         return None
     scored_on = store.target_names.index(ensemble_target(store, targets))
-    eras = _labeled(store, _era_indices(store, config.valid_eras), scored_on)
+    eras = labeled_eras(store, era_indices(store, config.valid_eras), scored_on)
     return eras if eras.size else None
 
 

@@ -43,7 +43,7 @@ from eraflow.kernels import numerai_corr
 from ..data.store import EraStore, era_subset_offsets, int8_to_float32
 from ..errors import InputError
 from ..threads import configured_threads
-from .era_boost import EraBoost, boost_eras, describe, era_boost_of, local_rows, without_era_boost
+from .era_boost import EraBoost, boost_eras, describe, era_boost_of, first_fit_rounds, local_rows, without_era_boost
 from .kind import MISSING_LABEL, FitData, Tracker
 from .model_files import damaged_file, missing_file
 from .portable.boosters import XGBoostJSON
@@ -262,9 +262,10 @@ class Stopping:
 def train_booster(store: EraStore, eras: np.ndarray, cols: np.ndarray, label: np.ndarray, weight: np.ndarray,
                   params: dict, rounds: int, stopping: Stopping | None = None,
                   tracker: Tracker | None = None, external: bool | str = "auto",
-                  boost: EraBoost | None = None) -> XGBoostModel:
+                  boost: EraBoost | None = None, target: np.ndarray | None = None) -> XGBoostModel:
     """At most ``rounds`` rounds on the rows of ``eras`` (``label``, ``weight`` in store order); with
-    ``stopping``, the rounds up to the best per-era corr of its eras; then ``boost``'s era boosting.
+    ``stopping``, the rounds up to the best per-era corr of its eras; then ``boost``'s era boosting,
+    which scores eras against ``target`` (the rows' target, NaN kept: ``FitData.target_values``).
     ``external``: cache the matrices on disk (True, False or ``"auto"``:
     :func:`~eraflow.engine.models.xgb_data.external_memory`), in a temporary directory removed when
     training ends."""
@@ -273,14 +274,16 @@ def train_booster(store: EraStore, eras: np.ndarray, cols: np.ndarray, label: np
     if boost:  # the worst eras' matrix lives beside the training matrix
         values += math.ceil(boost.proportion * int(np.diff(store.offsets)[eras].sum())) * len(cols)
     if not external_memory(external, values, params.get("device", "cpu")):
-        return _train_booster(store, eras, cols, label, weight, params, rounds, stopping, tracker, boost)
+        return _train_booster(store, eras, cols, label, weight, params, rounds, stopping, tracker, boost, target)
     with tempfile.TemporaryDirectory(prefix="eraflow-xgb-") as cache:
-        return _train_booster(store, eras, cols, label, weight, params, rounds, stopping, tracker, boost, Path(cache))
+        return _train_booster(store, eras, cols, label, weight, params, rounds, stopping, tracker, boost, target,
+                              Path(cache))
 
 
 def _train_booster(store: EraStore, eras: np.ndarray, cols: np.ndarray, label: np.ndarray, weight: np.ndarray,
                    params: dict, rounds: int, stopping: Stopping | None, tracker: Tracker | None,
-                   boost: EraBoost | None = None, cache: Path | None = None) -> XGBoostModel:
+                   boost: EraBoost | None = None, target: np.ndarray | None = None,
+                   cache: Path | None = None) -> XGBoostModel:
     """:func:`train_booster` with its matrices in memory, or cached in the directory ``cache``."""
     with xgb.config_context(verbosity=0), xgboost_errors("training"):
         train = store_matrix(store, eras, cols, label, weight, params, cache=cache)
@@ -288,7 +291,7 @@ def _train_booster(store: EraStore, eras: np.ndarray, cols: np.ndarray, label: n
         if boost is None:
             return XGBoostModel.from_json(portable_json(booster[:best or ran]))
         booster, info = _era_boosted(booster[:best] if best else booster, ran, train, store, eras, cols, label,
-                                     weight, params, boost, tracker, cache)
+                                     weight, target, params, boost, tracker, cache)
         return replace(XGBoostModel.from_json(portable_json(booster)), info=info)
 
 
@@ -307,10 +310,10 @@ def _first_fit(store: EraStore, train: xgb.DMatrix, cols: np.ndarray, params: di
 
 
 def _era_boosted(booster: xgb.Booster, ran: int, train: xgb.DMatrix, store: EraStore, eras: np.ndarray,
-                 cols: np.ndarray, label: np.ndarray, weight: np.ndarray, params: dict, boost: EraBoost,
-                 tracker: Tracker | None, cache: Path | None) -> tuple[xgb.Booster, dict]:
-    """``booster`` (fit on ``train``, the rows of ``eras``; ``ran`` rounds run) after era boosting
-    (:func:`~eraflow.engine.models.era_boost.boost_eras`), and what model.json records of it. Each step
+                 cols: np.ndarray, label: np.ndarray, weight: np.ndarray, target: np.ndarray, params: dict,
+                 boost: EraBoost, tracker: Tracker | None, cache: Path | None) -> tuple[xgb.Booster, dict]:
+    """``booster`` (fit on ``train``, the rows of ``eras`` with ``target``, NaN kept; ``ran`` rounds run) after
+    era boosting (:func:`~eraflow.engine.models.era_boost.boost_eras`), and what model.json records of it. Each step
     predicts ``train`` (binned: no float copy, no store read) and continues the booster
     (``xgb_model``, as plain XGBoost continues one) for ``boost.trees`` rounds on a matrix of the
     worst eras' rows, read from the store and binned with ``train``'s cuts."""
@@ -326,7 +329,6 @@ def _era_boosted(booster: xgb.Booster, ran: int, train: xgb.DMatrix, store: EraS
         steps = [RoundSteps(tracker, ran + done - first)] if tracker else []
         current[0] = xgb.train(params, matrix, boost.trees, xgb_model=current[0], callbacks=steps, verbose_eval=False)
 
-    target = np.where(weight > 0, label, np.nan)
     steps = boost_eras(store, eras, target, boost, predict, grow)
     return current[0], describe(boost, first, steps)
 
@@ -426,13 +428,13 @@ class XGBoostKind:
         """``rounds`` (all trees, era boosting's included) when given, else the settings' rounds; with
         era boosting the first fit gets ``rounds`` less the boosting trees."""
         boost = era_boost_of(settings, int(settings[ROUNDS]))
-        first = int(settings[ROUNDS]) if rounds is None else boost.first_rounds(rounds) if boost else rounds
+        first = first_fit_rounds(boost, int(settings[ROUNDS]), rounds)
         label, weight = data.labels(data.train_eras)
         stopping = None if data.stop_eras is None else Stopping(data.stop_eras, data.target_values(data.stop_eras),
                                                                 data.early_stopping)
         return train_booster(data.store, data.train_eras, data.cols, label, weight,
                              train_params(settings, data.device, data.seed), first, stopping, tracker,
-                             settings.get(EXTERNAL, "auto"), boost)
+                             settings.get(EXTERNAL, "auto"), boost, data.target_values(data.train_eras))
 
     def load(self, model_dir: Path, target: str, meta: dict) -> XGBoostModel:
         return load_xgb(model_dir / model_file(target), len(meta["features"]))

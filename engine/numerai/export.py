@@ -17,14 +17,13 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_write_bytes
-from ..data.derived import GROUP_STATS
 from ..errors import InputError
 from ..models import portable
 from ..models.portable.derived import WithGroupStats
 from ..models.predict import TrainedModel, prediction_column
 from ..outputs import EXPORT_MARK, check_output_file
 from . import live_model
-from .live import Postprocess, check_postprocess, model_postprocess, model_store
+from .live import Postprocess, check_postprocess, live_recipe, model_postprocess, model_store
 from .live_model import LivePredictor
 
 RUNTIMES = ("3.11", "3.12")  # Python minors of Numerai's model-upload images eraflow targets
@@ -85,19 +84,18 @@ def smoke_test(data: bytes, features: list[str]) -> None:
                          "nothing was written")
 
 
-def live_predictor(model: TrainedModel) -> LivePredictor | WithGroupStats:
-    """The model's portable predictors and post-processing in a self-contained predictor.
+def live_predictor(model: TrainedModel, post: Postprocess) -> LivePredictor | WithGroupStats:
+    """The model's portable predictors and post-processing ``post`` in a self-contained predictor.
 
     A submitted column of an alias target (a duplicate of a trained one) is the trained target's.
-    A model trained with derived features (model.json ``derived``) computes them from the live
-    frame first, with the same NumPy code as the store (:class:`.portable.derived.WithGroupStats`).
+    A model trained or neutralized with derived features (:func:`.live.live_recipe`) computes them from
+    the live frame first, with the same NumPy code as the store (:class:`.portable.derived.WithGroupStats`).
     """
-    post = model_postprocess(model)
     aliases = {prediction_column(a): prediction_column(t) for a, t in model.aliases.items()}
     predictor = LivePredictor({t: f.portable() for t, f in model.fitted.items()}, model.features,
                               model.meta.get("ensemble_weights"), aliases.get(post.column, post.column),
                               post.proportion, list(post.features or model.features))
-    recipe = (model.meta.get("derived") or {}).get(GROUP_STATS)
+    recipe = live_recipe(model, post)
     if not recipe:
         return predictor
     return WithGroupStats(predictor, recipe["groups"], recipe["features"], live_model.feature_codes, recipe["bins"])
@@ -114,7 +112,8 @@ def live_columns(predictor: LivePredictor | WithGroupStats) -> list[str]:
 
 
 def check_python(runtime: str = DEFAULT_RUNTIME) -> None:
-    """InputError unless eraflow runs under Python ``runtime`` (e.g. "3.11"), the minor of the image that loads the pickle.
+    """InputError unless eraflow runs under Python ``runtime`` (e.g. "3.11"), the minor of the image that loads
+    the pickle.
 
     cloudpickle stores functions as code objects, which differ between Python minors: a pickle
     made under 3.12 can fail or crash when Numerai's 3.11 image loads it.
@@ -136,7 +135,7 @@ def pickled_predict(model: TrainedModel) -> tuple[bytes, list[str]]:
     """
     post = check_postprocess(model, model_postprocess(model))
     check_postprocess_features(model, post)
-    predictor = live_predictor(model)
+    predictor = live_predictor(model, post)
 
     def predict(live_features, live_benchmark_models=None):
         return predictor(live_features, live_benchmark_models)

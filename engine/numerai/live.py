@@ -2,14 +2,16 @@
 
 A model directory's ``model.json`` may hold ``"postprocess"``: which output is submitted
 (``ensemble`` or ``pred_<target>``), and an optional per-era neutralization (proportion and the
-features). It is kept apart from the boosters, so changing it never means retraining.
+features). It is kept apart from the boosters, so changing it never means retraining. When the
+neutralization features include derived columns (``eraflow features --add``) the post-processing
+keeps their recipe (from the model's store), so ``live`` and exports compute them like the model's own.
 """
 
 from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,7 @@ import pyarrow as pa
 from eraflow.kernels import rank
 
 from ..atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
-from ..data.derived import GROUP_STATS, add_recipe_to
+from ..data.derived import GROUP_STATS, add_recipe_to, derived_recipe, merged_recipe
 from ..data.ingest import IngestOptions, ingest_files, read_features_json
 from ..data.store import EraStore, compose_feature_sets, open_store
 from ..errors import EraflowError, InputError
@@ -48,6 +50,7 @@ class Postprocess:
     column: str  # "ensemble" or "pred_<target>"
     proportion: float | None = None  # per-era neutralization; None: none
     features: tuple[str, ...] | None = None  # neutralize against these [default: the model's features]
+    derived: dict | None = None  # recipe of the derived columns among ``features`` (derived_recipe's form)
 
 
 def model_outputs(model: TrainedModel) -> list[str]:
@@ -68,7 +71,8 @@ def model_postprocess(model: TrainedModel) -> Postprocess:
     if not saved:
         return Postprocess(default_column(model))
     features = saved.get("features")
-    return Postprocess(saved["column"], saved.get("proportion"), tuple(features) if features else None)
+    return Postprocess(saved["column"], saved.get("proportion"), tuple(features) if features else None,
+                       saved.get("derived"))
 
 
 def check_postprocess(model: TrainedModel, post: Postprocess) -> Postprocess:
@@ -79,13 +83,30 @@ def check_postprocess(model: TrainedModel, post: Postprocess) -> Postprocess:
         check_proportion(post.proportion)
     if post.features is not None and not post.features:
         raise InputError("the neutralization feature list is empty; give at least one feature")
-    return post
+    return with_post_recipe(model, post)
+
+
+def with_post_recipe(model: TrainedModel, post: Postprocess) -> Postprocess:
+    """``post`` with the recipe of the derived columns among its features, read from the model's store
+    when ``post`` has none yet (unchanged when the store is gone: its features are then taken as raw)."""
+    if not post.features or post.derived is not None:
+        return post
+    store = model_store(model)
+    return post if store is None else replace(post, derived=derived_recipe(store, post.features))
+
+
+def live_recipe(model: TrainedModel, post: Postprocess) -> dict | None:
+    """The group-statistics recipe live data needs: the model's (model.json ``derived``) and the
+    post-processing's derived columns together (None when neither has any)."""
+    recipe = merged_recipe(model.meta.get("derived"), post.derived)
+    return None if recipe is None else recipe[GROUP_STATS]
 
 
 def set_postprocess(model_dir: str | Path, post: Postprocess) -> Postprocess:
-    """Check ``post`` against the model and record it in model.json (atomically)."""
+    """Check ``post`` against the model and record it in model.json (atomically), with the recipe of its
+    derived features (:func:`with_post_recipe`)."""
     model = load_model(model_dir)
-    check_postprocess(model, post)
+    post = check_postprocess(model, post)
     meta = dict(model.meta, postprocess=asdict(post))
     atomic_write_json(Path(model_dir) / MODEL_JSON, meta)
     return post
@@ -102,7 +123,9 @@ def override_postprocess(model: TrainedModel, column: str | None = None, proport
     if features is not None and proportion is None:
         raise InputError("neutralization features were given but no proportion, and the model neutralizes "
                          "nothing; give a proportion (--neutralize P)")
-    post = Postprocess(column or saved.column, proportion, saved.features if features is None else tuple(features))
+    kept = features is None  # the saved features keep their saved recipe; new ones get theirs in check_postprocess
+    post = Postprocess(column or saved.column, proportion, saved.features if kept else tuple(features),
+                       saved.derived if kept else None)
     return check_postprocess(model, post)
 
 
@@ -128,11 +151,7 @@ def feature_set_names(model: TrainedModel, name: str, features_json: Path | None
                              f"{'at ' + str(features_json) if features_json else 'given'} and the model's store "
                              "is gone or was rebuilt; give Numerai's features.json")
         sets, where = store.feature_sets, "the model's store"
-    unknown = [part for part in name.split("+") if part.strip() not in sets]
-    if unknown:
-        raise InputError(f"unknown feature set {unknown[0].strip()!r} in {where}; it has {', '.join(sorted(sets))} "
-                         "(join sets with '+')")
-    return tuple(compose_feature_sets(sets, name))
+    return tuple(compose_feature_sets(sets, name, where))
 
 
 def predict_submitted(model: TrainedModel, store: EraStore, eras: str | None = None,
@@ -152,8 +171,8 @@ def predict_submitted(model: TrainedModel, store: EraStore, eras: str | None = N
 
 def live_raw_features(model: TrainedModel, post: Postprocess) -> list[str]:
     """The columns read from live.parquet: the model's and the post-processing's features, with each derived
-    feature (model.json ``derived``) replaced by the raw features it is computed from."""
-    recipe = (model.meta.get("derived") or {}).get(GROUP_STATS) or {"features": [], "groups": {}}
+    feature (:func:`live_recipe`) replaced by the raw features it is computed from."""
+    recipe = live_recipe(model, post) or {"features": [], "groups": {}}
     made = set(recipe["features"])
     features = [f for f in model.features + list(post.features or ()) if f not in made]
     return list(dict.fromkeys(features + [f for members in recipe["groups"].values() for f in members]))
@@ -163,13 +182,13 @@ def live_predictions(model: TrainedModel, live_path: str | Path, post: Postproce
     """``id`` and ``prediction`` for every row of a live parquet file, ready to submit.
 
     live.parquet is ingested into a temporary store (only the features needed), the derived
-    features the model was trained with are added to it (:func:`live_raw_features`), the model
+    features the model and its post-processing use are added to it (:func:`live_recipe`), the model
     predicts, its post-processing (or ``post``) applies (neutralization per era), and the
     submitted column is ranked per era to ``(rank − 0.5) / n`` in (0, 1); the result passes
     Numerai's checks.
     """
-    post = post or model_postprocess(model)
-    recipe = (model.meta.get("derived") or {}).get(GROUP_STATS)
+    post = with_post_recipe(model, post or model_postprocess(model))
+    recipe = live_recipe(model, post)
     with tempfile.TemporaryDirectory(prefix="eraflow-live-") as tmp:
         store_dir = Path(tmp) / "live"
         ingest_files([live_path], store_dir, IngestOptions(features=live_raw_features(model, post), targets=()))

@@ -9,7 +9,8 @@ present codes and integer power sums ``S_k = Σ x^k``:
 1. ``mean = S1 / n`` (NaN when n = 0);
 2. ``std = sqrt(M2 / (n (n − 1)))`` with ``M2 = n S2 − S1²`` (ddof 1; NaN when n < 2);
 3. ``skew = sqrt(n (n − 1)) / (n − 2) · M3 / M2^1.5`` with ``M3 = n² S3 − 3 n S1 S2 + 2 S1³``
-   (pandas' bias-corrected G1; NaN when n < 3 or M2 = 0, as pandas ≥ 3 gives).
+   (pandas' bias-corrected G1; NaN when n < 3; 0 when M2 = 0, a constant row, as pandas 2.x, the
+   version Numerai's runtime pins, gives: pandas ≥ 3 gives NaN there).
 
 ``M2`` and ``M3`` are exact integers, so rows with the same codes in any order get bit-identical
 statistics and tie exactly in the per-era ranks. Each statistic is then quantized per era into
@@ -49,7 +50,8 @@ def power_sums(block: np.ndarray) -> tuple[np.ndarray, ...]:
 
 
 def row_stats(block: np.ndarray) -> dict[str, np.ndarray]:
-    """``{"mean", "std", "skew"}`` per row of ``block`` (rows × a group's columns), float64, NaN undefined."""
+    """``{"mean", "std", "skew"}`` per row of ``block`` (rows × a group's columns), float64, NaN undefined
+    (skew of a constant row of ≥ 3 codes is 0)."""
     n, s1, s2, s3 = power_sums(block)
     m2 = n * s2 - s1 * s1  # n² · (biased variance), exact
     m3 = n * n * s3 - 3 * n * s1 * s2 + 2 * s1 ** 3  # n³ · (third central moment), exact
@@ -57,7 +59,7 @@ def row_stats(block: np.ndarray) -> dict[str, np.ndarray]:
     with np.errstate(divide="ignore", invalid="ignore"):
         mean = np.where(n > 0, s1 / nf, np.nan)
         std = np.where(n > 1, np.sqrt(m2f / (nf * (nf - 1))), np.nan)
-        skew = np.where((n > 2) & (m2 > 0), np.sqrt(nf * (nf - 1)) / (nf - 2) * m3 / m2f ** 1.5, np.nan)
+        skew = np.where(n > 2, np.where(m2 > 0, np.sqrt(nf * (nf - 1)) / (nf - 2) * m3 / m2f ** 1.5, 0.0), np.nan)
     return {"mean": mean, "std": std, "skew": skew}
 
 
