@@ -23,15 +23,18 @@ def set_threads(n: int) -> None:
     _THREADS = int(n)
     if n <= 0:
         return
-    os.environ["NUMBA_NUM_THREADS"] = str(n)  # read when numba is first imported
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(n)
     import sys
 
     if "numba" in sys.modules:
+        # numba read NUMBA_NUM_THREADS at import; changing it now would make its next compilation fail
+        # ("Cannot set NUMBA_NUM_THREADS ... once the threads have been launched")
         import numba
 
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    else:
+        os.environ["NUMBA_NUM_THREADS"] = str(n)  # read when numba is first imported
     if "numpy" in sys.modules:
         from threadpoolctl import threadpool_limits
 
