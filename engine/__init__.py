@@ -17,7 +17,11 @@ _EXPORTS = {
     "ingest_files": "data.ingest", "plan_ingest": "data.ingest",
     "EraStore": "data.store", "StoreView": "data.store", "open_store": "data.store",
     "SynthSpec": "data.synth", "write_synthetic": "data.synth",
+    "add_group_stats": "data.derived", "save_feature_set": "data.derived",
     "EraLGBMRegressor": "models.estimator",
+    "SearchConfig": "experiments.search", "plan_search": "experiments.search", "run_search": "experiments.search",
+    "read_space": "experiments.space", "select_features": "experiments.selection",
+    "open_client": "cluster.client",
 }
 
 __all__ = sorted(_EXPORTS)
