@@ -16,8 +16,10 @@ from eraflow.engine.cluster.client import open_client
 from eraflow.engine.cluster.partition import PARTS_PER_WORKER, era_parts
 from eraflow.engine.data.store import open_store_checked
 from eraflow.engine.errors import InputError
+from eraflow.engine.evaluation import predictions
 from eraflow.engine.evaluation.evaluate import EvaluateOptions, evaluate_predictions
-from eraflow.engine.evaluation.scoring import ScoreOptions, score_predictions
+from eraflow.engine.evaluation.predictions import align_eras, align_predictions, keep_eras
+from eraflow.engine.evaluation.scoring import ScoreOptions, reference_values, score_predictions
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +41,118 @@ def files(store_path, synth_dir, tmp_path_factory):
     pd.DataFrame({"id": store.ids, "v1": rng.random(n), "v2": signal + rng.normal(0, 2, n)}).to_parquet(
         out / "bench.parquet", index=False)
     return out
+
+
+@pytest.fixture(scope="module")
+def files_with_era(store_path, tmp_path_factory):
+    """The files of ``files`` with an ``era`` column, rows shuffled, several row groups: parts read their eras only."""
+    out = tmp_path_factory.mktemp("dask-preds-era")
+    store = open_store(store_path)
+    rng = np.random.default_rng(6)
+    n = len(store.ids)
+    era = np.repeat(store.eras, np.diff(store.offsets))
+    signal = store.features[:, 0] + store.features[:, 7] + rng.normal(0, 1, n)
+    frames = {"preds": {"a": signal, "b": rng.random(n)}, "meta": {"m": signal + rng.normal(0, 1, n)},
+              "bench": {"v1": rng.random(n), "v2": signal + rng.normal(0, 2, n)}}
+    for name, columns in frames.items():
+        order = rng.permutation(n)
+        frame = pd.DataFrame({"id": store.ids, "era": era, **columns}).iloc[order]
+        frame.to_parquet(out / f"{name}.parquet", index=False, row_group_size=200)
+    return out
+
+
+def _rows_read(monkeypatch) -> list[int]:
+    """Rows each read of a prediction file returned (a spy on the reader)."""
+    heights, read = [], predictions._read_ids_and_values
+
+    def spy(*args, **kwargs):
+        frame, chosen = read(*args, **kwargs)
+        heights.append(frame.height)
+        return frame, chosen
+
+    monkeypatch.setattr(predictions, "_read_ids_and_values", spy)
+    return heights
+
+
+def _assert_same(got, want):
+    assert got.columns == want.columns
+    for key in ("values", "rows", "era_index", "offsets", "ids"):
+        np.testing.assert_array_equal(getattr(got, key), getattr(want, key), err_msg=key)
+
+
+def _part(store, path, era_index):
+    whole = align_predictions(store, path)
+    return keep_eras(whole, np.isin(whole.era_index, era_index))
+
+
+def test_part_reads_only_its_eras_rows_when_the_file_has_an_era_column(store_path, files_with_era, monkeypatch):
+    """Guards against a part reading and aligning the whole file (the cost this saves) or losing/adding rows."""
+    store = open_store(store_path)
+    era_index = np.arange(5, 11)
+    want = _part(store, files_with_era / "preds.parquet", era_index)
+    heights = _rows_read(monkeypatch)
+    got = align_eras(store, files_with_era / "preds.parquet", None, era_index, len(want.rows))
+    _assert_same(got, want)
+    assert heights == [store.offsets[11] - store.offsets[5]] and heights[0] < len(store.ids) / 3
+
+
+def test_part_without_an_era_column_reads_every_row_with_the_same_result(store_path, files, monkeypatch):
+    """The fallback: no era column (or CSV): every row is read, the part keeps its eras' rows."""
+    store = open_store(store_path)
+    era_index = np.arange(5, 11)
+    want = _part(store, files / "preds.parquet", era_index)
+    heights = _rows_read(monkeypatch)
+    _assert_same(align_eras(store, files / "preds.parquet", None, era_index, len(want.rows)), want)
+    assert heights == [len(store.ids)]
+
+
+def test_part_whose_era_labels_disagree_with_the_store_reads_the_whole_file(store_path, tmp_path, monkeypatch):
+    """Guards against trusting the file's era labels: rows labeled with another era would be lost."""
+    store = open_store(store_path)
+    n = len(store.ids)
+    era = np.repeat(store.eras, np.diff(store.offsets))
+    era[store.offsets[6]] = store.eras[0]  # one row of era 6 labeled era 0
+    path = tmp_path / "mislabeled.parquet"
+    pd.DataFrame({"id": store.ids, "era": era, "a": np.arange(n, dtype=np.float64)}).to_parquet(path, index=False)
+    era_index = np.arange(5, 11)
+    want = _part(store, path, era_index)
+    heights = _rows_read(monkeypatch)
+    _assert_same(align_eras(store, path, None, era_index, len(want.rows)), want)
+    assert heights == [store.offsets[11] - store.offsets[5] - 1, n]  # the filtered read came up one short
+
+
+def test_part_reference_whose_era_labels_disagree_is_read_whole(store_path, files_with_era, tmp_path, monkeypatch):
+    """A meta model/benchmark file mislabeling a predicted row: the part rereads it whole (same values, no error)."""
+    store = open_store(store_path)
+    era_index = np.arange(5, 11)
+    preds = _part(store, files_with_era / "preds.parquet", era_index)
+    n = len(store.ids)
+    era = np.repeat(store.eras, np.diff(store.offsets))
+    era[store.offsets[7] + 3] = store.eras[20]
+    path = tmp_path / "meta.parquet"
+    pd.DataFrame({"id": store.ids, "era": era, "m": np.arange(n, dtype=np.float64)}).to_parquet(path, index=False)
+    heights = _rows_read(monkeypatch)
+    names, values = reference_values(store, preds, path, part=True)
+    assert names == ["m"] and heights == [len(preds.rows) - 1, n]
+    np.testing.assert_array_equal(values[:, 0], preds.rows.astype(np.float64))  # m is the row number
+
+
+def test_evaluate_and_score_on_dask_equal_local_runs_with_era_columns(client, store_path, files_with_era):
+    """The filtered reads of every part (predictions, meta model, benchmarks) give the local numbers bit for bit."""
+    store = open_store(store_path)
+    preds = files_with_era / "preds.parquet"
+    options = EvaluateOptions(meta_model=files_with_era / "meta.parquet", benchmark=files_with_era / "bench.parquet")
+    local = evaluate_predictions(store, preds, options)
+    on_dask = evaluate_predictions(store, preds, options, client=client)
+    assert on_dask.per_era.keys() == local.per_era.keys() and {"mmc", "bmc_v2"} <= set(local.per_era)
+    for key, values in local.per_era.items():
+        np.testing.assert_array_equal(on_dask.per_era[key], values, err_msg=key)
+    score_options = ScoreOptions(("target",), files_with_era / "meta.parquet")
+    [want], [got] = score_predictions(store, preds, score_options), score_predictions(store, preds, score_options,
+                                                                                       client=client)
+    assert got.eras == want.eras
+    for key in ("corr", "mmc", "exposure_max", "exposure_rms"):
+        np.testing.assert_array_equal(getattr(got, key), getattr(want, key), err_msg=key)
 
 
 # -- era_parts ----------------------------------------------------------------------------------

@@ -14,8 +14,8 @@ if TYPE_CHECKING:
     from distributed import Client
 
 # Parts per worker: more than one so a slow worker or a large era does not leave the others idle, few
-# enough that each task's fixed cost stays small: a task reads and aligns the whole predictions file
-# (~1 s per 180k rows on a busy 2-core machine) before keeping its eras.
+# enough that each task's fixed cost stays small: a task opens the store and reads the predictions file
+# (only its eras' rows when the file has an ``era`` column, else every row).
 PARTS_PER_WORKER = 2
 
 
@@ -42,9 +42,10 @@ def era_parts(era_sizes: np.ndarray, n_parts: int) -> list[tuple[int, int]]:
 
 def map_era_parts(client: Client, fn: Callable, era_index: np.ndarray, era_sizes: np.ndarray,
                   *args) -> Iterator[tuple[int, int, Any]]:
-    """``(k0, k1, fn(*args, era_index[k0:k1]))`` as each Dask task finishes, for the parts ``[k0, k1)`` of
-    :func:`era_parts` (``PARTS_PER_WORKER`` per worker connected) of the eras whose rows are ``era_sizes``."""
+    """``(k0, k1, fn(*args, era_index[k0:k1], era_sizes[k0:k1]))`` as each Dask task finishes, for the parts
+    ``[k0, k1)`` of :func:`era_parts` (``PARTS_PER_WORKER`` per worker connected) of the eras whose rows are
+    ``era_sizes``."""
     parts = {f"eras-{k0:06d}": (k0, k1) for k0, k1 in era_parts(era_sizes, PARTS_PER_WORKER * worker_count(client))}
-    tasks = {key: (*args, era_index[k0:k1]) for key, (k0, k1) in parts.items()}
+    tasks = {key: (*args, era_index[k0:k1], era_sizes[k0:k1]) for key, (k0, k1) in parts.items()}
     for key, result in run_tasks(client, fn, tasks):
         yield (*parts[key], result)

@@ -33,12 +33,11 @@ from ..data.store import FNC_FEATURE_SET, EraStore, open_store_checked
 from ..errors import InputError
 from .ledger import Run
 from .metrics import score_summary, top_bottom_corr
-from .predictions import AlignedPredictions, align_predictions
+from .predictions import AlignedPredictions, align_eras, align_predictions, keep_eras
 from .scoring import (
     era_batches,
     feature_indices,
     gather_features,
-    keep_eras,
     meta_model_values,
     reference_values,
     target_index,
@@ -138,10 +137,9 @@ def target_by_decile(x: np.ndarray, t: np.ndarray, offsets: np.ndarray, backend:
         return (sums / counts).reshape(n_eras, m, DECILES)
 
 
-def _prepared(store: EraStore, path: str | Path, options: EvaluateOptions, columns: list[str] | None,
-              era_index: np.ndarray | None = None) -> tuple[AlignedPredictions, dict, list[str]]:
-    """The predictions of ``path`` aligned to ``store`` (the eras of ``options.eras``, then of ``era_index``
-    when given), the reference values per row ({(contribution key, corr key): (n,)}), the benchmark columns."""
+def _aligned(store: EraStore, path: str | Path, options: EvaluateOptions,
+             columns: list[str] | None) -> AlignedPredictions:
+    """The predictions of ``path`` aligned to ``store``, the eras of ``options.eras``; bad options refused."""
     preds = align_predictions(store, path, columns)
     if options.eras:
         wanted = set(eras_in_range(store.eras, options.eras))
@@ -152,16 +150,28 @@ def _prepared(store: EraStore, path: str | Path, options: EvaluateOptions, colum
     target_index(store, options.target)  # unknown target or feature set: refused before any work
     feature_indices(store, options.feature_set)
     feature_indices(store, neutral_feature_set(store, options))
-    if era_index is not None:
-        preds = keep_eras(preds, np.isin(preds.era_index, era_index))
+    return preds
+
+
+def _prepared(store: EraStore, path: str | Path, options: EvaluateOptions, columns: list[str] | None,
+              era_index: np.ndarray | None = None,
+              era_sizes: np.ndarray | None = None) -> tuple[AlignedPredictions, dict, list[str]]:
+    """The predictions of ``path`` aligned to ``store`` (the eras of ``options.eras``; with ``era_index``, a
+    Dask part's eras of those, ``era_sizes`` rows predicted in each, read by :func:`align_eras`), the reference
+    values per row ({(contribution key, corr key): (n,)}), the benchmark columns."""
+    part = era_index is not None
+    if part:
+        preds = align_eras(store, path, columns, era_index, int(np.sum(era_sizes)))
+    else:
+        preds = _aligned(store, path, options, columns)
     references: dict[tuple[str, str], np.ndarray] = {}  # (contribution key, corr key) -> values (n,)
     if options.meta_model:
         references["mmc", "corr_with_meta_model"] = meta_model_values(store, preds, Path(options.meta_model),
-                                                                      options.meta_column)
+                                                                      options.meta_column, part)
     benchmarks: list[str] = []
     if options.benchmark:
         benchmarks, values = reference_values(store, preds, Path(options.benchmark),
-                                              list(options.benchmark_columns) or None)
+                                              list(options.benchmark_columns) or None, part)
         references.update(zip(benchmark_keys(benchmarks), values.T))
     return preds, references, benchmarks
 
@@ -198,11 +208,12 @@ def _per_era_scores(store: EraStore, preds: AlignedPredictions, references: dict
 
 
 def evaluate_part(store_path: str, fingerprint: str, path: str, options: EvaluateOptions, columns: list[str] | None,
-                  era_index: np.ndarray) -> dict[str, np.ndarray]:
-    """A Dask task: the per-era metrics of the store eras ``era_index``, opening the store and the
-    prediction (and reference) files by path where it runs."""
+                  era_index: np.ndarray, era_sizes: np.ndarray) -> dict[str, np.ndarray]:
+    """A Dask task: the per-era metrics of the store eras ``era_index`` (``era_sizes`` rows predicted in
+    each), opening the store and the prediction (and reference) files by path where it runs and reading
+    only those eras' rows where it can (:func:`align_eras`)."""
     with open_store_checked(store_path, fingerprint) as store:
-        preds, references, _ = _prepared(store, path, options, columns, era_index)
+        preds, references, _ = _prepared(store, path, options, columns, era_index, era_sizes)
         return _per_era_scores(store, preds, references, options)
 
 

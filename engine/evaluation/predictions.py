@@ -2,7 +2,8 @@
 
 Alignment joins the file's ids with the store's ``ids.parquet`` (row numbers in store order), so
 any row order is accepted. The result lists the store rows it covers, in store order, grouped by
-era: ``values[offsets[k]:offsets[k+1]]`` are the predictions of era ``eras[k]``.
+era: ``values[offsets[k]:offsets[k+1]]`` are the predictions of era ``eras[k]``. A Dask part
+(:func:`align_eras`) reads only the rows of its eras when the file has an ``era`` column.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pyarrow as pa
 
 from ..atomic import atomic_write_parquet
 from ..data.sources import open_parquet
-from ..data.store import EraStore
+from ..data.store import EraStore, era_rows
 from ..errors import InputError
 from ..numerai.submission import read_submission
 from ..outputs import check_output_file
@@ -76,8 +77,18 @@ def _read_csv_ids_and_values(path: Path, columns: list[str] | None) -> tuple[pl.
     return frame, chosen
 
 
-def _read_ids_and_values(path: Path, columns: list[str] | None) -> tuple[pl.DataFrame, list[str]]:
-    """``id`` (as strings) and the prediction columns of a parquet or CSV file, told apart by content."""
+def _is_text(t: pa.DataType) -> bool:
+    """A string column, plain or dictionary-encoded."""
+    t = t.value_type if pa.types.is_dictionary(t) else t
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _read_ids_and_values(path: Path, columns: list[str] | None,
+                         eras: list[str] | None = None) -> tuple[pl.DataFrame, list[str]]:
+    """``id`` (as strings) and the prediction columns of a parquet or CSV file, told apart by content; with
+    ``eras``, only the rows whose ``era`` is one of them when the file is parquet with a string ``era`` column
+    (a polars filter pushed into the scan: row groups whose statistics exclude those eras are skipped), else
+    every row."""
     if path.is_file() and path.stat().st_size and not _is_parquet(path):
         return _read_csv_ids_and_values(path, columns)
     schema = open_parquet(path).schema_arrow
@@ -86,8 +97,11 @@ def _read_ids_and_values(path: Path, columns: list[str] | None) -> tuple[pl.Data
     numeric = [n for n in schema.names if n not in NOT_PREDICTIONS
                and (pa.types.is_floating(schema.field(n).type) or pa.types.is_integer(schema.field(n).type))]
     chosen = _prediction_columns(path, numeric, columns)
-    frame = pl.read_parquet(path, columns=["id", *chosen]).with_columns(pl.col("id").cast(pl.String))
-    return frame, chosen
+    if eras is not None and "era" in schema.names and _is_text(schema.field("era").type):
+        frame = pl.scan_parquet(path).filter(pl.col("era").is_in(eras)).select("id", *chosen).collect()
+    else:
+        frame = pl.read_parquet(path, columns=["id", *chosen])
+    return frame.with_columns(pl.col("id").cast(pl.String)), chosen
 
 
 def align_predictions(store: EraStore, path: str | Path, columns: list[str] | None = None,
@@ -131,6 +145,42 @@ def align_predictions(store: EraStore, path: str | Path, columns: list[str] | No
             raise InputError(f"{path.name}: prediction column {name} has no values")
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     return AlignedPredictions(chosen, values, rows, era_index.astype(np.int64), offsets, joined["id"].to_numpy())
+
+
+def keep_eras(preds: AlignedPredictions, keep: np.ndarray) -> AlignedPredictions:
+    """The predictions of the eras where ``keep`` (bool per covered era) is true."""
+    sizes = np.diff(preds.offsets)
+    row_mask = np.repeat(keep, sizes)
+    return AlignedPredictions(preds.columns, preds.values[row_mask], preds.rows[row_mask], preds.era_index[keep],
+                              np.concatenate([[0], np.cumsum(sizes[keep])]).astype(np.int64), preds.ids[row_mask])
+
+
+def align_eras(store: EraStore, path: str | Path, columns: list[str] | None, era_index: np.ndarray,
+               expected_rows: int | None = None, reference: bool = False) -> AlignedPredictions:
+    """The aligned rows of the store eras ``era_index`` (increasing) of a file :func:`align_predictions`
+    accepted whole (a Dask part's share: its checks are not repeated).
+
+    Reads only the rows labeled with those eras when the file is parquet with a string ``era`` column, else
+    every row (:func:`_read_ids_and_values`), and joins them with the ids of those eras' store rows only. Era
+    labels that disagree with the store would lose rows: unless ``expected_rows`` (the whole file's rows in
+    those eras) are found, the whole file is aligned and cut to those eras. Same rows and values either way.
+    """
+    path = Path(path)
+    era_index = np.asarray(era_index, dtype=np.int64)
+    frame, chosen = _read_ids_and_values(path, columns, [store.eras[k] for k in era_index])
+    rows = era_rows(store.offsets, era_index) if len(era_index) else np.zeros(0, np.int64)
+    ids = store.id_table(["id"]).column("id").take(pa.array(rows))
+    part_ids = pl.DataFrame({"id": pl.from_arrow(ids).cast(pl.String), "row": rows})
+    joined = frame.join(part_ids, on="id", how="inner").sort("row")
+    if expected_rows is not None and joined.height != expected_rows:  # era labels that disagree with the store
+        whole = align_predictions(store, path, columns, min_coverage=0.0, reference=reference)
+        return keep_eras(whole, np.isin(whole.era_index, era_index))
+    found = joined["row"].to_numpy().astype(np.int64)
+    era_of_row = np.searchsorted(store.offsets, found, side="right") - 1
+    covered, counts = np.unique(era_of_row, return_counts=True)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return AlignedPredictions(chosen, joined.select(chosen).cast(pl.Float64).to_numpy(), found,
+                              covered.astype(np.int64), offsets, joined["id"].to_numpy())
 
 
 def _refuse_infinite(path: Path, columns: list[str], values: np.ndarray, ids: pl.Series) -> None:

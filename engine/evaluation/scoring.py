@@ -18,7 +18,7 @@ from eraflow.kernels import correlation_contribution, era_summary, feature_expos
 
 from ..data.store import EraStore, era_rows, era_subset_offsets, open_store_checked
 from ..errors import InputError
-from .predictions import AlignedPredictions, align_predictions
+from .predictions import AlignedPredictions, align_eras, align_predictions
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -130,28 +130,21 @@ class ScoreOptions:
     backend: str = "auto"
 
 
-def keep_eras(preds: AlignedPredictions, keep: np.ndarray) -> AlignedPredictions:
-    """The predictions of the eras where ``keep`` (bool per covered era) is true."""
-    sizes = np.diff(preds.offsets)
-    row_mask = np.repeat(keep, sizes)
-    return AlignedPredictions(preds.columns, preds.values[row_mask], preds.rows[row_mask], preds.era_index[keep],
-                              np.concatenate([[0], np.cumsum(sizes[keep])]).astype(np.int64), preds.ids[row_mask])
-
-
-def _score_eras(store: EraStore, preds: AlignedPredictions, options: ScoreOptions) -> list[Scores]:
-    """Scores of ``preds`` against each target of ``options``."""
+def _score_eras(store: EraStore, preds: AlignedPredictions, options: ScoreOptions, part: bool = False) -> list[Scores]:
+    """Scores of ``preds`` against each target of ``options`` (``part``: a Dask part's eras, see reference_values)."""
     meta = None
     if options.meta_model:
-        meta = meta_model_values(store, preds, Path(options.meta_model), options.meta_column)
+        meta = meta_model_values(store, preds, Path(options.meta_model), options.meta_column, part)
     return [score_aligned(store, preds, t, meta, options.feature_set, options.backend) for t in options.targets]
 
 
 def score_part(store_path: str, fingerprint: str, path: str, options: ScoreOptions, columns: list[str] | None,
-               era_index: np.ndarray) -> list[Scores]:
-    """A Dask task: the scores of the store eras ``era_index``, opening the store and the files by path."""
+               era_index: np.ndarray, era_sizes: np.ndarray) -> list[Scores]:
+    """A Dask task: the scores of the store eras ``era_index`` (``era_sizes`` rows predicted in each), opening
+    the store and the files by path and reading only those eras' rows where it can (:func:`align_eras`)."""
     with open_store_checked(store_path, fingerprint) as store:
-        preds = align_predictions(store, path, columns)
-        return _score_eras(store, keep_eras(preds, np.isin(preds.era_index, era_index)), options)
+        preds = align_eras(store, path, columns, era_index, int(np.sum(era_sizes)))
+        return _score_eras(store, preds, options, part=True)
 
 
 def concat_scores(parts: list[Scores]) -> Scores:
@@ -189,22 +182,35 @@ def score_predictions(store: EraStore, path: str | Path, options: ScoreOptions =
     return [concat_scores([part[j] for part in parts]) for j in range(len(options.targets))]
 
 
-def reference_values(store: EraStore, preds: AlignedPredictions, path: Path,
-                     columns: list[str] | None = None) -> tuple[list[str], np.ndarray]:
+def _positions(ref: AlignedPredictions, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each of ``rows`` is in ``ref.rows``, and whether it is there at all."""
+    position = np.searchsorted(ref.rows, rows)
+    found = (position < len(ref.rows)) & (ref.rows[np.minimum(position, len(ref.rows) - 1)] == rows)
+    return position, found
+
+
+def reference_values(store: EraStore, preds: AlignedPredictions, path: Path, columns: list[str] | None = None,
+                     part: bool = False) -> tuple[list[str], np.ndarray]:
     """Columns of a reference file (meta model, benchmark models) for each predicted row: names and
-    values (n × c); ids the store lacks are ignored; InputError if a predicted row has no value."""
-    ref = align_predictions(store, path, columns, min_coverage=0.0, reference=True)
-    position = np.searchsorted(ref.rows, preds.rows)
-    found = (position < len(ref.rows)) & (ref.rows[np.minimum(position, len(ref.rows) - 1)] == preds.rows)
+    values (n × c); ids the store lacks are ignored; InputError if a predicted row has no value.
+
+    ``part``: ``preds`` is a Dask part's eras of a file checked whole against this reference before:
+    read only those eras' rows (:func:`align_eras`), or the whole file if that misses a predicted row."""
+    ref = align_eras(store, path, columns, preds.era_index, reference=True) if part else None
+    if ref is None or not _positions(ref, preds.rows)[1].all():
+        ref = align_predictions(store, path, columns, min_coverage=0.0, reference=True)
+    position, found = _positions(ref, preds.rows)
     if not found.all():
         raise InputError(f"{path.name} has no value for {int((~found).sum()):,} predicted rows "
                          f"(e.g. id {preds.ids[~found][0]!r})")
     return ref.columns, ref.values[position]
 
 
-def meta_model_values(store: EraStore, preds: AlignedPredictions, path: Path, column: str | None) -> np.ndarray:
-    """The meta model's value for each predicted row; InputError if it misses any of them."""
-    names, values = reference_values(store, preds, path, [column] if column else None)
+def meta_model_values(store: EraStore, preds: AlignedPredictions, path: Path, column: str | None,
+                      part: bool = False) -> np.ndarray:
+    """The meta model's value for each predicted row; InputError if it misses any of them (``part``: see
+    :func:`reference_values`)."""
+    names, values = reference_values(store, preds, path, [column] if column else None, part)
     if len(names) != 1:
         raise InputError(f"{path} has several numeric columns {names}; name one with --meta-column")
     return values[:, 0]
