@@ -19,27 +19,11 @@ numerai_corr, the holdout rule and Ctrl-C are the shared loop's (:mod:`~.nn.loop
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
-from .kind import FitData, Tracker, unknown_settings
 from .nn.data import Batch
-from .nn.loop import (
-    COMMON_DEFAULTS,
-    Cast,
-    NetModel,
-    Step,
-    check_common,
-    load_net,
-    negative_pearson,
-    number_in,
-    resolve_device,
-    seeded,
-    train_network,
-    widths,
-)
+from .nn.loop import COMMON_DEFAULTS, Cast, NetworkKind, Step, negative_pearson, number_in, widths
 from .nn.nets import GTRUDA_HEAD, GtrudaNet, check_gtruda_features
 
 # The seed's recipe (SEED-NOTEBOOKS §2.3) was batches of 2^15 rows at 310 features, Adam 3e-4 (autoencoder) and
@@ -82,42 +66,25 @@ def head_loss(net: GtrudaNet, batch: Batch, cast: Cast, per_era: bool) -> torch.
     return negative_pearson(pred.float(), batch.y, batch.era if per_era else None)
 
 
-class GtrudaKind:
+class GtrudaKind(NetworkKind):
     """The seed's GTRUDA: a convolutional autoencoder and an MLP head on its latent and the raw features."""
 
     name = "gtruda"
-    stops_early = True
-    unit = "epoch"
+    DEFAULTS = DEFAULTS
 
-    def check_settings(self, params: dict | None) -> dict:
-        params = dict(params or {})
-        unknown_settings(self.name, params, DEFAULTS)
-        settings = check_common(self.name, {**DEFAULTS, **params})
+    def check_own(self, settings: dict) -> dict:
         return {**settings, "head": widths(self.name, "head", settings["head"]),
                 "ae_lr": number_in(self.name, "ae_lr", settings["ae_lr"], 0.0, open_low=True),
                 "head_lr": number_in(self.name, "head_lr", settings["head_lr"], 0.0, open_low=True)}
 
-    def resolve_device(self, device: str, settings: dict) -> str:
-        return resolve_device(device)
+    def check_features(self, n_features: int) -> None:
+        check_gtruda_features(n_features)
 
-    def max_rounds(self, settings: dict) -> int:
-        return settings["epochs"]
+    def make_net(self, n_features: int, settings: dict) -> GtrudaNet:
+        return GtrudaNet(n_features, tuple(settings["head"]))
 
-    def fit(self, data: FitData, settings: dict, rounds: int | None, tracker: Tracker | None) -> NetModel:
-        check_gtruda_features(len(data.cols))
-
-        def make_step(net: GtrudaNet, cast: Cast) -> Step:
-            return gtruda_step(net, cast, settings["ae_lr"], settings["head_lr"], settings["per_era"])
-
-        with seeded(data.seed, data.device):
-            net = GtrudaNet(len(data.cols), tuple(settings["head"]))
-            return train_network(net, make_step, data, settings, rounds, tracker)
-
-    def load(self, model_dir: Path, target: str, meta: dict) -> NetModel:
-        settings = self.check_settings(meta.get("params"))
-        check_gtruda_features(len(meta["features"]))
-        net = GtrudaNet(len(meta["features"]), tuple(settings["head"]))
-        return load_net(model_dir, target, net, (meta.get("fitted") or {}).get(target, {}))
+    def make_step(self, net: GtrudaNet, cast: Cast, settings: dict) -> Step:
+        return gtruda_step(net, cast, settings["ae_lr"], settings["head_lr"], settings["per_era"])
 
 
 KIND = GtrudaKind()

@@ -11,28 +11,12 @@ loop's (:mod:`~.nn.loop`). Saved as ``model_<target>.npz`` (the state dict).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
 from ..errors import InputError
-from .kind import FitData, Tracker, unknown_settings
 from .nn.data import Batch
-from .nn.loop import (
-    COMMON_DEFAULTS,
-    Cast,
-    NetModel,
-    Step,
-    check_common,
-    load_net,
-    negative_pearson,
-    number_in,
-    resolve_device,
-    seeded,
-    train_network,
-    widths,
-)
+from .nn.loop import COMMON_DEFAULTS, Cast, NetworkKind, Step, negative_pearson, number_in, widths
 from .nn.nets import DENSE_WIDTHS, DenseNet
 
 LOSSES = ("mse", "pearson")
@@ -64,17 +48,13 @@ def dense_step(net: DenseNet, cast: Cast, settings: dict) -> Step:
     return step
 
 
-class DenseKind:
+class DenseKind(NetworkKind):
     """A dense network (the write-up's Keras MLP, in PyTorch)."""
 
     name = "mlp"
-    stops_early = True
-    unit = "epoch"
+    DEFAULTS = DEFAULTS
 
-    def check_settings(self, params: dict | None) -> dict:
-        params = dict(params or {})
-        unknown_settings(self.name, params, DEFAULTS)
-        settings = check_common(self.name, {**DEFAULTS, **params})
+    def check_own(self, settings: dict) -> dict:
         if settings["loss"] not in LOSSES:
             raise InputError(f"model kind 'mlp': loss must be one of {', '.join(LOSSES)}, got {settings['loss']!r}")
         if settings["per_era"] and settings["loss"] != "pearson":
@@ -85,21 +65,11 @@ class DenseKind:
                 "lr": number_in(self.name, "lr", settings["lr"], 0.0, open_low=True),
                 "weight_decay": number_in(self.name, "weight_decay", settings["weight_decay"], 0.0)}
 
-    def resolve_device(self, device: str, settings: dict) -> str:
-        return resolve_device(device)
+    def make_net(self, n_features: int, settings: dict) -> DenseNet:
+        return DenseNet(n_features, tuple(settings["widths"]), settings["dropout"])
 
-    def max_rounds(self, settings: dict) -> int:
-        return settings["epochs"]
-
-    def fit(self, data: FitData, settings: dict, rounds: int | None, tracker: Tracker | None) -> NetModel:
-        with seeded(data.seed, data.device):
-            net = DenseNet(len(data.cols), tuple(settings["widths"]), settings["dropout"])
-            return train_network(net, lambda n, cast: dense_step(n, cast, settings), data, settings, rounds, tracker)
-
-    def load(self, model_dir: Path, target: str, meta: dict) -> NetModel:
-        settings = self.check_settings(meta.get("params"))
-        net = DenseNet(len(meta["features"]), tuple(settings["widths"]), settings["dropout"])
-        return load_net(model_dir, target, net, (meta.get("fitted") or {}).get(target, {}))
+    def make_step(self, net: DenseNet, cast: Cast, settings: dict) -> Step:
+        return dense_step(net, cast, settings)
 
 
 KIND = DenseKind()

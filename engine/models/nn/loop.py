@@ -49,7 +49,7 @@ from ...data.store import era_subset_offsets
 from ...errors import InputError
 from ...notices import warn
 from ...threads import configured_threads
-from ..kind import FitData, Tracker
+from ..kind import FitData, Tracker, unknown_settings
 from ..model_files import damaged_file, missing_file
 from ..portable.nets import NetPredictor
 from ..predict import predict_rows
@@ -400,3 +400,51 @@ def fit_info(net: nn.Module, plan: EraSchedule, log: EpochLog, data: FitData, de
         eras = data.era_labels(plan.stop)
         info["holdout_eras"] = [eras[0], eras[-1]]
     return info
+
+
+class NetworkKind:
+    """The frame of a network kind: settings = the common ones (:func:`check_common`) and the kind's own
+    (:meth:`check_own`), trained in epochs by :func:`train_network`, saved and loaded by :func:`load_net`.
+    A kind gives ``name``, ``DEFAULTS``, :meth:`make_net` and :meth:`make_step`."""
+
+    name: str
+    DEFAULTS: dict
+    stops_early = True
+    unit = "epoch"
+
+    def check_own(self, settings: dict) -> dict:
+        """The kind's own settings checked (InputError naming a bad one); ``settings`` are all of them."""
+        return settings
+
+    def check_features(self, n_features: int) -> None:
+        """InputError when the net cannot take ``n_features`` inputs."""
+
+    def make_net(self, n_features: int, settings: dict) -> nn.Module:
+        raise NotImplementedError
+
+    def make_step(self, net: nn.Module, cast: Cast, settings: dict) -> Step:
+        raise NotImplementedError
+
+    def check_settings(self, params: dict | None) -> dict:
+        params = dict(params or {})
+        unknown_settings(self.name, params, self.DEFAULTS)
+        return self.check_own(check_common(self.name, {**self.DEFAULTS, **params}))
+
+    def resolve_device(self, device: str, settings: dict) -> str:
+        return resolve_device(device)
+
+    def max_rounds(self, settings: dict) -> int:
+        return settings["epochs"]
+
+    def fit(self, data: FitData, settings: dict, rounds: int | None, tracker: Tracker | None) -> NetModel:
+        self.check_features(len(data.cols))
+        with seeded(data.seed, data.device):
+            net = self.make_net(len(data.cols), settings)
+            return train_network(net, lambda n, cast: self.make_step(n, cast, settings), data, settings, rounds,
+                                 tracker)
+
+    def load(self, model_dir: Path, target: str, meta: dict) -> NetModel:
+        settings = self.check_settings(meta.get("params"))
+        self.check_features(len(meta["features"]))
+        net = self.make_net(len(meta["features"]), settings)
+        return load_net(model_dir, target, net, (meta.get("fitted") or {}).get(target, {}))
