@@ -17,7 +17,7 @@ from eraflow.engine.models.predict import ENSEMBLE, load_model, predict_table
 from eraflow.engine.models.train import TrainConfig, train_models, training_run
 from eraflow.engine.outputs import check_output_dir, check_output_file
 
-from .options import cluster_options, command_line, csv_list, json_option, print_json, quiet_option
+from .options import cluster_options, command_line, csv_list, era_boost_option, json_option, print_json, quiet_option
 from .progress import train_progress
 from .runs import ledger_option
 
@@ -40,10 +40,7 @@ from .runs import ledger_option
               help="v3x: meta-model weights, ridge (CV'd alpha) or simplex (non-negative, summing to 1).")
 @click.option("--epochs", type=int, help="gtruda/mlp: most epochs (passes over the training rows) [default: 30].")
 @click.option("--batch-size", type=int, help="gtruda/mlp: rows per batch [default: gtruda 2048, mlp 512].")
-@click.option("--era-boost", "era_boost", metavar="SPEC",
-              help="lgbm/xgb: after the first fit, add trees fit on only the training eras it fits worst, e.g. "
-                   "proportion=0.5,steps=10[,trees=N]: STEPS times, TREES trees on the PROPORTION of eras of lowest "
-                   "per-era corr [trees: n_estimators/10].")
+@era_boost_option
 @click.option("--cv", type=int, default=0, show_default=True, help="Era CV folds (0: none).")
 @click.option("--embargo", type=int, help="Eras dropped between training and test eras [default: from the target].")
 @click.option("--cv-mode", type=click.Choice(["expanding", "blocked"]), default="expanding", show_default=True)

@@ -33,6 +33,13 @@ def cluster_options(f: Callable) -> Callable:
     return f
 
 
+era_boost_option = click.option(
+    "--era-boost", "era_boost", metavar="SPEC",
+    help="lgbm/xgb: after the first fit, add trees fit on only the training eras it fits worst, e.g. "
+         "proportion=0.5,steps=10[,trees=N]: STEPS times, TREES trees on the PROPORTION of eras of lowest per-era "
+         "corr [trees: n_estimators/10].")
+
+
 def csv_list(value: str | None) -> list[str] | None:
     """``"a, b,"`` → ``["a", "b"]``; None stays None."""
     return None if value is None else [v.strip() for v in value.split(",") if v.strip()]

@@ -36,7 +36,7 @@ from eraflow.engine.models.params import kind_params
 from eraflow.engine.notices import warn
 from eraflow.engine.threads import set_threads
 
-from .options import cluster_options, command_line, csv_list, json_option, print_json, quiet_option
+from .options import cluster_options, command_line, csv_list, era_boost_option, json_option, print_json, quiet_option
 from .runs import ledger_option
 
 
@@ -108,10 +108,7 @@ def search_progress(quiet: bool):
 @click.option("--params", "params_spec",
               help="Base parameters the space's draws update: lgbm a preset or a params.toml [default: starter]; "
                    "other kinds a params.toml [default: the kind's].")
-@click.option("--era-boost", "era_boost", metavar="SPEC",
-              help="lgbm/xgb: after the first fit, add trees fit on only the training eras it fits worst, e.g. "
-                   "proportion=0.5,steps=10[,trees=N]: STEPS times, TREES trees on the PROPORTION of eras of lowest "
-                   "per-era corr [trees: n_estimators/10].")
+@era_boost_option
 @click.option("--target", default="target", show_default=True, help="Target to score against.")
 @click.option("--feature-set", help="A feature set of the store [default: every feature].")
 @click.option("--features", help="Comma-separated features.")
