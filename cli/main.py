@@ -20,6 +20,7 @@ from eraflow.engine.version import eraflow_version
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "synth": ("eraflow.cli.data", "synth", "Write Numerai v5-shaped synthetic data with a planted signal into OUT_DIR."),
     "download": ("eraflow.cli.numerai", "download", "Download Numerai dataset files into OUT_DIR, resuming interrupted downloads."),
+    "signals": ("eraflow.cli.signals", "signals", "Numerai Signals: technical features from a daily price table."),
     "ingest": ("eraflow.cli.data", "ingest", "Stream parquet SRC files into an era-sorted store at STORE (a directory)."),
     "info": ("eraflow.cli.data", "info", "Summarise a store: rows, eras, features, feature sets, targets with NaN share, size."),
     "cache": ("eraflow.cli.cache", "cache", "The LightGBM Dataset cache of a store: list or clean it."),
@@ -34,13 +35,15 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "live": ("eraflow.cli.live", "live", "Predict Numerai's live era with a trained model, ready to submit."),
     "export": ("eraflow.cli.live", "export", "Export a model as a cloudpickled predict(live_features, live_benchmark_models) for Numerai's model upload."),
     "submit": ("eraflow.cli.numerai", "submit", "Validate PREDS (parquet or CSV: id, prediction) as Numerai does, then upload it for --model."),
+    "churn": ("eraflow.cli.churn", "churn", "Churn and neutral churn of a submission against previous ones, and the payout penalty."),
     "upload-model": ("eraflow.cli.numerai", "upload_model", "Upload a pickle from `eraflow export` to Numerai's model upload for --model."),
     "run": ("eraflow.cli.pipeline", "run", "Run a pipeline file: data, ingest, train, post-process, evaluate, live, submit."),
     "runs": ("eraflow.cli.runs", "runs", "The ledger of runs (a DuckDB file; plain SQL works on it too)."),
     "bench": ("eraflow.cli.bench", "bench", "Benchmarks that print ratios against baselines measured in the same run."),
 }
 # commands whose work is LightGBM or numba: they take --threads N
-COMPUTE = frozenset({"ingest", "features", "search", "train", "ensemble", "predict", "score", "evaluate", "neutralize", "live", "export", "run"})
+COMPUTE = frozenset({"ingest", "features", "search", "train", "ensemble", "predict", "score", "evaluate", "neutralize",
+                     "churn", "live", "export", "run"})
 # errors of these libraries are about the data or parameters given: one line, exit 2
 LIBRARY_ERRORS = ("polars", "pyarrow", "lightgbm", "duckdb")
 

@@ -26,6 +26,8 @@ def run(pipeline, ledger, as_json):
     Steps whose inputs and outputs did not change since the last run are skipped. [data] source
     is synthetic, numerai (without network: the files already downloaded, with a warning) or
     files (your own paths). See examples/demo.toml and examples/numerai_weekly.toml.
+    With [submit], each submitted (or dry-run validated) file is kept in WORKDIR/submissions/ and
+    the run prints its churn against the last five kept (see eraflow churn).
 
     \b
     Example:
@@ -41,7 +43,8 @@ def run(pipeline, ledger, as_json):
     if as_json:
         print_json({"steps": [{"step": s, "status": st, "seconds": round(sec, 2)} for s, st, sec in result.steps],
                     "report": str(result.report) if result.report else None, "summary": result.summary,
-                    "live": str(result.live) if result.live else None, "submission": result.submission})
+                    "live": str(result.live) if result.live else None, "submission": result.submission,
+                    "churn": result.churn.as_dict() if result.churn else None})
         return
     if result.report:
         click.echo(f"report: {result.report}")
@@ -52,4 +55,17 @@ def run(pipeline, ledger, as_json):
         click.echo(f"live predictions: {result.live}")
     if result.submission:
         click.echo(f"submission: {result.submission}")
+    if result.churn is not None:
+        _print_churn(result.churn)
+
+
+def _print_churn(report) -> None:
+    """Churn of the newest kept submission against the ones before it, or why there is none."""
+    from .churn import print_churn
+
+    if not report.pairs:
+        click.echo(f"churn: no earlier submission kept in {Path(report.new).parent} yet")
+        return
+    click.echo(f"churn of {Path(report.new).name} against the {len(report.pairs)} kept before it:")
+    print_churn(report, lambda line: click.echo(f"  {line}"))
 

@@ -18,7 +18,12 @@ from eraflow.engine.evaluation.evaluate import EvaluateOptions, evaluate_predict
 from eraflow.engine.evaluation.ledger import record_run
 from eraflow.engine.evaluation.predictions import align_predictions, write_predictions
 from eraflow.engine.evaluation.report import write_report
-from eraflow.engine.evaluation.scoring import ScoreOptions, neutralize_aligned, score_predictions
+from eraflow.engine.evaluation.scoring import (
+    ScoreOptions,
+    check_portfolio_files,
+    neutralize_aligned,
+    score_predictions,
+)
 from eraflow.engine.models.predict import load_model
 from eraflow.engine.outputs import check_output_dir, check_output_file
 
@@ -33,6 +38,16 @@ backend_option = click.option("--backend", type=click.Choice(["auto", "numpy", "
                               show_default=True, help="Kernel backend.")
 
 
+def signals_options(command):
+    """--neutralizers and --sample-weights: Numerai Signals' alpha (and MPC with --meta-model)."""
+    command = click.option("--sample-weights", type=click.Path(path_type=Path),
+                           help="Signals sample weights (date/friday_date + ticker, or id, and `sample_weight`); "
+                                "with --neutralizers.")(command)
+    return click.option("--neutralizers", type=click.Path(path_type=Path),
+                        help="Signals neutralizers (date/friday_date + ticker, or id, and numeric columns): alpha "
+                             "per era, and MPC with --meta-model; needs --sample-weights.")(command)
+
+
 @click.command()
 @click.argument("preds", type=click.Path(path_type=Path))
 @store_option
@@ -41,28 +56,37 @@ backend_option = click.option("--backend", type=click.Choice(["auto", "numpy", "
 @click.option("--meta-column", help="The meta model column when the file has several.")
 @click.option("--feature-set", help="Feature set for feature exposure [default: all features].")
 @click.option("--per-era", type=click.Path(path_type=Path), help="Write the per-era table to this parquet file.")
+@signals_options
 @columns_option
 @backend_option
 @cluster_options
 @json_option
-def score(preds, store_path, targets, meta_model, meta_column, feature_set, per_era, columns, backend, workers,
-          scheduler, scheduler_timeout, as_json):
+def score(preds, store_path, targets, meta_model, meta_column, feature_set, per_era, neutralizers, sample_weights,
+          columns, backend, workers, scheduler, scheduler_timeout, as_json):
     """Score prediction columns era by era: numerai_corr, MMC, feature exposure.
 
     PREDS is Numerai's format (parquet or CSV): `id` plus one or more prediction columns; rows are
-    matched to the store by id. Summary per column: corr mean, std, sharpe, max drawdown; MMC
-    mean/std/sharpe with --meta-model; mean over eras of the max |corr| with any feature.
+    matched to the store by id (on a Signals store also by a date and a ticker column). Summary per
+    column: corr mean, std, sharpe, max drawdown; MMC mean/std/sharpe with --meta-model; mean over
+    eras of the max |corr| with any feature. Numerai Signals: with --neutralizers and
+    --sample-weights, alpha per era (mean, std, sharpe, max drawdown), and with --meta-model also
+    MPC: each column's meta portfolio contribution with the meta model as the meta portfolio
+    (stakes [column 0, meta model 1]).
     With --workers N or --scheduler ADDRESS the eras are scored in parts on a Dask cluster (same numbers).
 
     \b
     Example:
       eraflow score preds.parquet --store store/ --target target --meta-model meta_model.parquet
+      eraflow score preds.parquet --store signals_store/ --neutralizers neutralizers.parquet \\
+          --sample-weights sample_weights.parquet --meta-model meta_model.parquet
       eraflow score preds.parquet --store /shared/store --scheduler tcp://10.0.0.5:8786
     """
+    check_portfolio_files(neutralizers, sample_weights)
     if per_era:
-        check_output_file(per_era, "per_era", inputs=[preds, store_path, meta_model])
+        check_output_file(per_era, "per_era", inputs=[preds, store_path, meta_model, neutralizers, sample_weights])
     store = open_store(store_path)
-    options = ScoreOptions(tuple(targets) or ("target",), meta_model, meta_column, feature_set, backend)
+    options = ScoreOptions(tuple(targets) or ("target",), meta_model, meta_column, feature_set, backend, neutralizers,
+                           sample_weights)
     with open_client(workers, scheduler, scheduler_timeout) as client:
         check_store_visible(client, store_path, store.fingerprint)
         results = score_predictions(store, preds, options, csv_list(columns), client)
@@ -83,7 +107,8 @@ CORR_HEADERS = {"eras": ("eras", "eras"), "corr": ("corr_mean", "mean"), "std": 
 def summary_columns(row: dict) -> list[tuple[str, str]]:
     """(header, key) of the terminal summary for a summary row of `score` or `evaluate`: eras and corr
     mean, std, sharpe, max drawdown; MMC and BMC mean, std, sharpe when present (BMC mean only, one
-    column per benchmark, when there are several); max feature exposure."""
+    column per benchmark, when there are several); alpha and MPC mean, std, sharpe, max drawdown when
+    present; max feature exposure."""
     columns = [(header, next(k for k in keys if k in row)) for header, keys in CORR_HEADERS.items()
                if any(k in row for k in keys)]
     for name in ("mmc", "bmc"):
@@ -91,6 +116,10 @@ def summary_columns(row: dict) -> list[tuple[str, str]]:
             columns += [(name, f"{name}_mean"), (f"{name} std", f"{name}_std"), (f"{name} sharpe", f"{name}_sharpe")]
     columns += [(f"bmc {key[4:-5]}", key) for key in row
                 if key.startswith("bmc_") and key.endswith("_mean") and key != "bmc_mean"]
+    for name in ("alpha", "mpc"):
+        if f"{name}_mean" in row:
+            columns += [(name, f"{name}_mean"), (f"{name} std", f"{name}_std"), (f"{name} sharpe", f"{name}_sharpe"),
+                        (f"{name} max dd", f"{name}_max_drawdown")]
     return columns + [("max exposure", "max_feature_exposure")]
 
 
@@ -155,19 +184,24 @@ def neutralize(preds, store_path, feature_set, proportion, ranked, output, colum
 @click.option("--eras", help="Era range to evaluate, e.g. 0575:.")
 @click.option("--model", "model_dir", type=click.Path(path_type=Path),
               help="A MODEL_DIR: adds top features by gain and a SHAP-style summary.")
+@signals_options
 @columns_option
 @backend_option
 @cluster_options
 @ledger_option
 @json_option
 def evaluate(preds, store_path, output, target, feature_set, meta_model, meta_column, benchmark, benchmark_columns,
-             eras, model_dir, columns, backend, workers, scheduler, scheduler_timeout, ledger, as_json):
+             eras, model_dir, neutralizers, sample_weights, columns, backend, workers, scheduler, scheduler_timeout,
+             ledger, as_json):
     """Evaluate prediction columns era by era and write a report with plots.
 
     REPORT_DIR gets report.html (self-contained, plots embedded), the PNGs and metrics.json:
     corr mean/std/sharpe/max drawdown/APY/calmar/autocorrelation/smart sharpe/hit rate, TB200,
     FNC, neutral corr, feature exposure; MMC and BMC with --meta-model / --benchmark (BMC against
-    each benchmark column: `bmc_<column>_*` when there are several). PREDS is parquet or CSV. The
+    each benchmark column: `bmc_<column>_*` when there are several). With --meta-model also neutral
+    MMC (numerai-tools neutral_contribution) against the --neutralizers file, else the FNC features.
+    Numerai Signals: --neutralizers with --sample-weights add alpha per era, and MPC with --meta-model
+    (the meta model as the meta portfolio), with cumulative plots. PREDS is parquet or CSV. The
     run is recorded in the ledger. With --workers N or --scheduler ADDRESS the eras are scored in
     parts on a Dask cluster (same numbers; every worker must see the files at the same paths).
 
@@ -175,11 +209,16 @@ def evaluate(preds, store_path, output, target, feature_set, meta_model, meta_co
     Example:
       eraflow evaluate preds.parquet --store store/ -o report/ --meta-model meta_model.parquet --feature-set medium
       eraflow evaluate preds.parquet --store /shared/store -o report/ --workers 4
+      eraflow evaluate preds.parquet --store signals_store/ -o report/ --neutralizers neutralizers.parquet \\
+          --sample-weights sample_weights.parquet --meta-model meta_model.parquet
     """
-    check_output_dir(output, "report", inputs=[preds, store_path, meta_model, benchmark, model_dir])
+    check_portfolio_files(neutralizers, sample_weights)
+    check_output_dir(output, "report", inputs=[preds, store_path, meta_model, benchmark, model_dir, neutralizers,
+                                               sample_weights])
     store = open_store(store_path)
     options = EvaluateOptions(target, feature_set, meta_model, benchmark, eras, backend, meta_column,
-                              tuple(c for value in benchmark_columns for c in csv_list(value)))
+                              tuple(c for value in benchmark_columns for c in csv_list(value)), neutralizers,
+                              sample_weights)
     with open_client(workers, scheduler, scheduler_timeout) as client, row_progress(as_json) as progress:
         check_store_visible(client, store_path, store.fingerprint)
         result = evaluate_predictions(store, preds, options, csv_list(columns), progress, client)

@@ -22,6 +22,8 @@ _EXPORTS = {
     "SearchConfig": "experiments.search", "plan_search": "experiments.search", "run_search": "experiments.search",
     "read_space": "experiments.space", "select_features": "experiments.selection",
     "open_client": "cluster.client",
+    "SignalsSynthSpec": "signals.synth", "write_signals_synthetic": "signals.synth",
+    "signals_features": "signals.features",
 }
 
 __all__ = sorted(_EXPORTS)

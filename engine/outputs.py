@@ -4,19 +4,20 @@ Every writer calls :func:`check_output_dir` or :func:`check_output_file` before 
 atomic writers of :mod:`eraflow.engine.atomic` check the target again right before the final
 rename. An existing path is replaced only when it is eraflow's own output of that kind:
 
-==============  ==============================================================================
-kind            what eraflow recognises as its own
-==============  ==============================================================================
-store           a directory whose ``meta.json`` has ``"format": "eraflow-store"``
-model           a directory with ``model.json`` (an object with ``features`` and ``targets``)
-report          a directory with ``metrics.json`` (an object with ``summary`` and ``per_era``)
-predictions     a parquet file whose footer metadata has ``eraflow: predictions`` (or, written
-                before the marker, exactly ``id``, ``era`` and float32 columns, no pandas metadata)
-per_era         a parquet file whose footer metadata has ``eraflow: per_era``
-submission      parquet with ``eraflow: submission``; CSV whose first line is ``id,prediction``
-export          a pickle holding the string constant :data:`EXPORT_MARK` (opcodes read, never loaded)
-plot            a PNG with the text chunk ``eraflow: plot``
-==============  ==============================================================================
+================  ==============================================================================
+kind              what eraflow recognises as its own
+================  ==============================================================================
+store             a directory whose ``meta.json`` has ``"format": "eraflow-store"``
+model             a directory with ``model.json`` (an object with ``features`` and ``targets``)
+report            a directory with ``metrics.json`` (an object with ``summary`` and ``per_era``)
+predictions       a parquet file whose footer metadata has ``eraflow: predictions`` (or, written
+                  before the marker, exactly ``id``, ``era`` and float32 columns, no pandas metadata)
+per_era           a parquet file whose footer metadata has ``eraflow: per_era``
+signals_features  a parquet file whose footer metadata has ``eraflow: signals_features``
+submission        parquet with ``eraflow: submission``; CSV whose first line is ``id,prediction``
+export            a pickle holding the string constant :data:`EXPORT_MARK` (opcodes read, never loaded)
+plot              a PNG with the text chunk ``eraflow: plot``
+================  ==============================================================================
 
 An empty directory is taken for a directory output. Always refused, with nothing touched: a
 symbolic link, the current directory or one above it, an output that is (or holds) one of the
@@ -59,12 +60,13 @@ DIR_KINDS = {  # kind → what marks it as eraflow's own
 FILE_KINDS = {
     "predictions": "eraflow's predictions marker",
     "per_era": "eraflow's per-era scores marker",
+    "signals_features": "eraflow's Signals features marker",
     "submission": "eraflow's submission marker (a CSV: the header id,prediction)",
     "export": "eraflow's export marker",
     "plot": "eraflow's plot marker",
 }
 LABELS = {"per_era": "per-era scores file", "export": "model pickle", "predictions": "predictions file",
-          "submission": "submission file"}
+          "submission": "submission file", "signals_features": "Signals features file"}
 
 
 def _label(kind: str) -> str:

@@ -1,5 +1,5 @@
 """Per-era regression on features: ``neutralize``, ``feature_exposure``, ``feature_neutral_corr``,
-``neutral_correlation``.
+``neutral_correlation``, ``neutral_contribution``.
 
 Features
     Either the EraStore's int8 codes (0..4, ``-1`` = missing) or finite floats. A missing
@@ -26,8 +26,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from eraflow.engine.errors import InputError
+
 from . import _numba_linalg
-from ._checks import columns, era_offsets, feature_matrix, finite_number, one_column, row_dtype, shaped
+from ._checks import columns, era_offsets, feature_matrix, finite_number, one_column, row_dtype, same_rows, shaped
 from ._eras import map_eras, map_rows
 from ._xp_linalg import exposure_block, neutralize_block
 from .backend import array_namespace, resolve_backend
@@ -209,6 +211,100 @@ def neutral_scores(predictions, features, target, offsets, *, backend: str = "au
         again = _gauss_residual(x[rows], feats[rows], sub, both[rows], backend)
         neutral[redo] = correlation_columns(again, t[rows], sub, False, backend)
     return NeutralScores(shaped(fnc, one_d), shaped(neutral, one_d))
+
+
+def neutral_contribution(predictions, meta_model, neutralizers, targets, offsets, *,
+                         backend: str = "auto") -> np.ndarray:
+    """Neutral MMC per era: numerai-tools ``neutral_contribution`` applied to each era.
+
+    1. Keep the rows where every prediction column, the meta model, the target and every
+       neutralizer are present (numerai-tools' ``filter_sort_index_many``).
+    2. ``p = neutralize(gaussianize(rank(pred)), N)``, ``m = neutralize(gaussianize(rank(meta)), N)``
+       over the kept rows (``N`` with an intercept; a column constant in the era gives NaN).
+    3. ``p⊥ = p − m (pᵀm) / (mᵀm)``.
+    4. If every kept target lies in [0, 1], scale it ×4; center it over the kept rows.
+    5. ``score = tᵀ p⊥ / n_kept`` (no 1.5 power, no variance normalization).
+
+    numerai-tools' 80 %-overlap assertion is not applied. Where ``m`` is exactly zero — a
+    constant meta model, or an era with no more rows than neutralizers, whose residuals are
+    exactly 0 here and rounding noise in numerai-tools — the score is NaN.
+
+    Parameters
+    ----------
+    predictions : array (n,) or (n, m), float
+    meta_model : array (n,), float
+    neutralizers : array (n, k), int8 store codes (-1 = missing, read as 2) or floats; a row
+        with a NaN float neutralizer is left out, as numerai-tools drops it
+    targets : array (n,), float
+    offsets : array (n_eras + 1,), int
+    backend : "auto", "numpy", "numba" or "cupy" (ranks and neutralization run there)
+
+    Returns
+    -------
+    float64 array (n_eras,) for 1-D predictions, else (n_eras, m); NaN for eras without kept rows.
+
+    Examples
+    --------
+    >>> n = np.array([[0], [1], [2], [3], [4], [0]], dtype=np.int8)
+    >>> neutral_contribution(np.array([0.1, 0.5, 0.2, 0.9, 0.6, 0.3]), np.array([1.0, 2, 3, 4, 5, 1]), n,
+    ...                      np.array([0, 1, 0.25, 0.5, 0.75, 1]), np.array([0, 6]), backend="numpy").round(6)
+    array([0.662592])
+    """
+    x, one_d = columns(predictions, "predictions")
+    meta = one_column(meta_model, "meta_model", len(x))
+    t = one_column(targets, "targets", len(x))
+    offsets = era_offsets(offsets, len(x))
+    feats, usable = neutralizer_matrix(neutralizers, len(x))
+    kept = ~np.isnan(x).any(axis=1) & ~np.isnan(meta[:, 0]) & ~np.isnan(t[:, 0]) & usable
+    residual = _gauss_residual(np.hstack([x, meta]), feats, offsets, kept, resolve_backend(backend))
+    return shaped(_orthogonal_contribution(residual, t[:, 0], kept, offsets), one_d)
+
+
+def neutralizer_matrix(neutralizers, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Neutralizers ``(n, k)`` and the rows where they are all present.
+
+    int8 store codes are kept as they are (every row usable: -1 is read as 2). Float
+    neutralizers with a NaN leave that row out, as numerai-tools' index filtering does (its
+    rows are then filled with 0, never read); ±inf is refused.
+    """
+    array = np.asarray(neutralizers)
+    if array.ndim != 2 or array.dtype.kind != "f":
+        return feature_matrix(array, n_rows), np.ones(n_rows, bool)
+    same_rows(array, n_rows, "neutralizers")
+    if np.isinf(array).any():
+        msg = "neutralizers contain inf; pass finite values (NaN marks a row without neutralizers)"
+        raise InputError(msg)
+    usable = ~np.isnan(array).any(axis=1)
+    return feature_matrix(np.where(usable[:, None], array, 0.0), n_rows), usable
+
+
+def _orthogonal_contribution(residual: np.ndarray, t: np.ndarray, kept: np.ndarray,
+                             offsets: np.ndarray) -> np.ndarray:
+    """Per era ``t_cᵀ p⊥ / n_kept`` with ``p⊥ = p − m (pᵀm)/(mᵀm)``: ``residual (n, m + 1)`` holds the
+    neutralized columns p and, last, the neutralized meta model m; t is scaled ×4 when every kept
+    value lies in [0, 1], then centered over the kept rows. Segment sums on the host, ``(n_eras, m)``.
+
+    ``t_cᵀ p⊥ = t_cᵀp − (t_cᵀm)(pᵀm)/(mᵀm)``, so four sums per era and column suffice.
+    """
+    r = np.where(kept[:, None], residual, 0.0)  # NaN stays only in columns constant in an era
+    p, m = r[:, :-1], r[:, -1:]
+    n_kept = era_sums(kept[:, None], offsets)
+    outside_unit = era_sums((kept & ~((t >= 0) & (t <= 1)))[:, None], offsets)
+    t = np.where(np.repeat(outside_unit[:, 0] == 0, np.diff(offsets)), 4 * t, t)
+    t_mean = era_sums(np.where(kept, t, 0.0)[:, None], offsets) / np.maximum(n_kept, 1)
+    t_c = np.where(kept, t - np.repeat(t_mean[:, 0], np.diff(offsets)), 0.0)[:, None]
+    mm = era_sums(m * m, offsets)
+    defined = (n_kept > 0) & (mm > 0)
+    safe_mm = np.where(defined, mm, 1.0)
+    score = (era_sums(t_c * p, offsets) - era_sums(t_c * m, offsets) * era_sums(p * m, offsets) / safe_mm)
+    return np.where(defined, score / np.maximum(n_kept, 1), np.nan)
+
+
+def era_sums(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Per-era column sums ``(n_eras, m)`` of ``values (n, m)`` (NaN propagates; empty eras sum to 0)."""
+    era = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    return np.stack([np.bincount(era, weights=values[:, j], minlength=len(offsets) - 1)
+                     for j in range(values.shape[1])], axis=1)
 
 
 def _neutral_inputs(predictions, features, target, offsets) -> tuple:

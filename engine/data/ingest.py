@@ -14,6 +14,10 @@ fails early on bad input. Building (``build_store``) is an out-of-core counting 
 The store is built in a temporary sibling directory, fsynced, and swapped into place; a lock
 file keeps two ingests out of one store. Memory is one slice plus 10 bytes per row (era code
 and id hash), whatever the file size or its row groups.
+
+Keyed sources (Numerai Signals: rows named by date and ticker, see ``sources``) take the same path:
+each slice's era is the ISO date of the date column and its id ``"<era>|<ticker>"``, so a duplicate
+(date, ticker) is a duplicate id; meta.json records the source columns under ``keys``.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from ..atomic import atomic_writer_path, fsync_path, remove_stale_temporaries, r
 from ..errors import InputError, StoreError
 from ..lock import exclusive_lock
 from ..outputs import check_output_dir, translates_write_errors
+from ..signals.keys import era_labels, make_keys
 from ..version import eraflow_version
 from .codes import to_codes
 from .eras import eras_in_range, sort_eras
@@ -64,6 +69,8 @@ class IngestOptions:
     eras: str | None = None
     batch_rows: int | None = None
     engine: str = "polars"
+    era_column: str | None = None  # keyed sources: the date column [default: friday_date or date]
+    id_column: str | None = None  # keyed sources: the ticker column [default: numerai_ticker, ticker, ...]
 
 
 @dataclass(frozen=True)
@@ -86,11 +93,18 @@ class IngestPlan:
         return self.options.batch_rows or max(1024, SLICE_BYTES // max(1, len(self.feature_names)))
 
     @property
+    def keys(self) -> dict[str, str] | None:
+        """The first source's key columns when the sources are keyed (meta.json ``keys``), else None."""
+        return self.sources[0].keys
+
+    @property
     def fingerprint(self) -> str:
         """Changes when a source or the column/era selection changes."""
         record = {"sources": [s.fingerprint for s in self.sources], "features": self.feature_names,
                   "targets": self.target_names, "extra": self.extra_columns, "eras": self.options.eras,
                   "format_version": FORMAT_VERSION}
+        if self.keys is not None:  # only keyed: a classic store's fingerprint stays what it was
+            record["keys"] = [s.keys for s in self.sources]
         return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:32]
 
     def describe(self) -> dict:
@@ -98,7 +112,7 @@ class IngestPlan:
                 "features": len(self.feature_names), "targets": self.target_names,
                 "extra_columns": self.extra_columns, "eras": self.options.eras or "all",
                 "engine": self.options.engine, "batch_rows": self.batch_rows,
-                "feature_sets": sorted(self.feature_sets)}
+                "feature_sets": sorted(self.feature_sets), **({"keys": self.keys} if self.keys else {})}
 
 
 @dataclass
@@ -196,7 +210,12 @@ def plan_ingest(paths: Sequence[str | Path], options: IngestOptions = IngestOpti
         raise InputError("--batch-rows must be a positive number of rows")
     if options.feature_set is not None and options.features_json is None:
         raise InputError("--feature-set needs --features-json (Numerai's features.json)")
-    sources = [inspect_source(p) for p in paths]
+    sources = [inspect_source(p, options.era_column, options.id_column) for p in paths]
+    mixed = next((s for s in sources if s.keyed != sources[0].keyed), None)
+    if mixed is not None:
+        keyed, classic = (mixed, sources[0]) if mixed.keyed else (sources[0], mixed)
+        raise InputError(f"{keyed.name} is keyed by ({keyed.era_column}, {keyed.id_column}) but {classic.name} has "
+                         "era and id columns; ingest Signals and classic files into separate stores")
     doc = read_features_json(options.features_json) if options.features_json else {"feature_sets": {}}
     features = _choose_features(sources[0], options, doc["feature_sets"])
     if not features:
@@ -205,7 +224,7 @@ def plan_ingest(paths: Sequence[str | Path], options: IngestOptions = IngestOpti
         raise InputError("a feature is listed twice")
     _check_columns(sources, features, "feature", every_source=options.features is None and options.feature_set is None)
     targets = _choose_targets(sources[0], options.targets)
-    taken = [t for t in targets if t in (ERA_COLUMN, sources[0].id_column) or t in set(features)]
+    taken = [t for t in targets if t in _key_columns(sources[0]) or t in set(features)]
     if taken:
         raise InputError(f"--targets selects {', '.join(taken)}, which {'is' if len(taken) == 1 else 'are'} the era, "
                          "id or feature column(s), not targets; name the target columns")
@@ -217,13 +236,57 @@ def plan_ingest(paths: Sequence[str | Path], options: IngestOptions = IngestOpti
             _check_numeric(src, name, "target")
     extras = []  # columns that are neither era, id, feature nor target, e.g. data_type
     for src in sources:
-        extras += [c for c in src.schema.names if c not in extras and c not in (ERA_COLUMN, src.id_column, "id")
+        extras += [c for c in src.schema.names if c not in extras and c not in _key_columns(src)
                    and not c.startswith(("feature", "target", "__index_level"))]
     chosen = set(features)
     feature_sets = {name: [f for f in members if f in chosen] for name, members in doc["feature_sets"].items()}
     feature_sets = {k: v for k, v in feature_sets.items() if v}
     feature_sets["all"] = features
     return IngestPlan(sources, features, targets, extras, feature_sets, options)
+
+
+def _key_columns(src: Source) -> tuple[str, ...]:
+    """Source columns that make eras and ids (never features, targets or extra columns)."""
+    return (ERA_COLUMN, src.era_column, src.id_column, "id")
+
+
+# -- keyed sources: era and id made from date and ticker ------------------------------------------
+
+def _era_labels(reader, src: Source) -> list[str]:
+    """Distinct era labels of a source; a keyed source's are the ISO dates of its date column."""
+    if not src.keyed:
+        return reader.era_labels(src)
+    dates = pl.scan_parquet(src.path).select(pl.col(src.era_column).unique()).collect().to_series()
+    return era_labels(_as_read(src, dates), src.name).drop_nulls().to_list()
+
+
+def _as_read(src: Source, dates: pl.Series) -> pl.Series:
+    """A keyed source's date column, read either way: the readers read a column named ``era`` as strings, so
+    YYYYMMDD integers or datetimes there come back as text; both are made YYYY-MM-DD (a date column is kept).
+    Dictionary-encoded dates are read as their strings."""
+    if dates.dtype in (pl.Categorical, pl.Enum):
+        dates = dates.cast(pl.String)
+    if src.era_column != ERA_COLUMN or dates.dtype != pl.String:
+        return dates
+    return dates.str.replace(r"^(\d{4})(\d{2})(\d{2})$", "$1-$2-$3").str.replace(r"^(\d{4}-\d{2}-\d{2})[ T].*$", "$1")
+
+
+def _slices(reader, src: Source, columns: Sequence[str], batch_rows: int, spill: Path | None = None):
+    """``reader.slices``; a keyed source's ``era`` and ``id`` (the ticker, as read) become the ISO date of its
+    date column and ``"<era>|<ticker>"``. One-line InputError for a value that is not a date."""
+    if not src.keyed:
+        yield from reader.slices(src, columns, batch_rows, spill)
+        return
+    wanted = [c for c in columns if c != ERA_COLUMN]
+    for frame in reader.slices(src, [src.era_column, *wanted], batch_rows, spill):
+        eras = era_labels(_as_read(src, frame[src.era_column]), src.name)
+        keyed = frame.drop(src.era_column).with_columns(make_keys(eras, frame["id"]))
+        yield keyed.with_columns(eras.alias(ERA_COLUMN)).select(_columns_as_read(src, columns))
+
+
+def _columns_as_read(src: Source, columns: Sequence[str]) -> list[str]:
+    """Names of ``columns`` in a slice: the id column is read as ``id``."""
+    return ["id" if c == src.id_column else c for c in columns]
 
 
 # -- pass 1: era codes, offsets, duplicate ids ----------------------------------------------------
@@ -242,7 +305,7 @@ def _code_dtype(n_eras: int):
 
 def layout_eras(plan: IngestPlan, reader, progress: Progress | None) -> EraLayout:
     """Pass 1: era labels, per-row era codes and offsets; InputError on null/duplicate ids."""
-    labels = sort_eras(label for src in plan.sources for label in reader.era_labels(src) if label is not None)
+    labels = sort_eras(label for src in plan.sources for label in _era_labels(reader, src) if label is not None)
     if plan.options.eras:
         labels = eras_in_range(labels, plan.options.eras)
     lookup = pl.DataFrame({"era": labels, "code": np.arange(len(labels), dtype=np.int32)})
@@ -255,11 +318,11 @@ def layout_eras(plan: IngestPlan, reader, progress: Progress | None) -> EraLayou
     for src in plan.sources:
         src_codes = np.empty(src.n_rows, dtype=dtype)
         done = 0
-        for keys in reader.slices(src, [ERA_COLUMN, src.id_column], KEY_ROWS):
+        for keys in _slices(reader, src, [ERA_COLUMN, src.id_column], KEY_ROWS):
             if keys["era"].null_count():
-                raise InputError(f"{src.name}: the era column has missing values")
+                raise InputError(f"{src.name}: the era column {src.era_column} has missing values")
             if keys["id"].null_count():
-                raise InputError(f"{src.name}: the id column has missing values")
+                raise InputError(f"{src.name}: the id column {src.id_column} has missing values")
             code = keys.join(lookup, on="era", how="left", maintain_order="left")["code"].fill_null(-1)
             block = src_codes[done:done + len(keys)]
             block[:] = code.to_numpy()
@@ -297,12 +360,20 @@ def _check_unique_ids(plan: IngestPlan, reader, hashes: np.ndarray) -> None:
         return
     seen: set[str] = set()
     for src in plan.sources:
-        for keys in reader.slices(src, [src.id_column], KEY_ROWS):
+        for keys in _slices(reader, src, [src.id_column], KEY_ROWS):
             ids = keys["id"]
             for value in ids.filter(ids.hash(seed=0).is_in(collisions.tolist())).to_list():
                 if value in seen:
-                    raise InputError(f"duplicate id {value!r} (found again in {src.name}); ids must be unique")
+                    raise _duplicate(src, value)
                 seen.add(value)
+
+
+def _duplicate(src: Source, value: str) -> InputError:
+    if not src.keyed:
+        return InputError(f"duplicate id {value!r} (found again in {src.name}); ids must be unique")
+    era, ticker = value.split("|", 1)
+    return InputError(f"duplicate row for {src.era_column} {era}, {src.id_column} {ticker!r} (found again in "
+                      f"{src.name}); each ticker must appear once per date")
 
 
 # -- pass 2: scatter slices into the store -------------------------------------------------------
@@ -487,7 +558,7 @@ def _scatter(plan: IngestPlan, reader, layout: EraLayout, tmp: Path, progress: P
             extras = [c for c in plan.extra_columns if c in src.schema.names]
             columns = [src.id_column, *extras, *plan.feature_names, *plan.target_names]
             row0 = 0
-            for frame in reader.slices(src, columns, plan.batch_rows, spill=tmp):
+            for frame in _slices(reader, src, columns, plan.batch_rows, spill=tmp):
                 slice_codes = codes[row0:row0 + len(frame)]
                 take, dest = destination(slice_codes, cursor)
                 if take.size:
@@ -528,6 +599,7 @@ def _meta(plan: IngestPlan, layout: EraLayout, nan_counts: dict) -> dict:
         "target_nan_share": {t: (c / n if n else 0.0) for t, c in nan_counts.items()},
         "sources": [s.fingerprint for s in plan.sources], "era_range": plan.options.eras,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "eraflow_version": eraflow_version(),
+        **({"keys": plan.keys} if plan.keys else {}),
     }
 
 

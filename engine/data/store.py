@@ -4,7 +4,8 @@ A store is a directory::
 
     meta.json     format version, sources, feature/target names, feature sets, era labels, n_rows,
                   rows per era (era_rows, format version 2); after ``eraflow features``: the recipe of
-                  added columns (derived), the sets eraflow made (made_sets), base_fingerprint
+                  added columns (derived), the sets eraflow made (made_sets), base_fingerprint; for
+                  keyed (Signals) sources: keys, the date and ticker columns ids "<era>|<ticker>" came from
     features.i8   n_rows × n_features int8, C order; missing = -1
     targets.f32   n_rows × n_targets float32; NaN kept
     offsets.i64   era offsets, length n_eras + 1: era k is rows offsets[k]:offsets[k+1]
@@ -207,7 +208,13 @@ def _is_group_stats(v) -> bool:
             and _is_names(v.get("features")) and _is_count(v.get("bins")) and v["bins"] >= 2)
 
 
-OPTIONAL_KEYS = {  # written by `eraflow features`; checked when present
+def _is_keys(v) -> bool:
+    """``keys`` of a keyed (Signals) store: the source's era (date) and id (ticker) column names."""
+    return isinstance(v, dict) and set(v) == {"era", "id"} and all(isinstance(x, str) and x for x in v.values())
+
+
+OPTIONAL_KEYS = {  # written by `eraflow features` (derived, made_sets) and keyed ingest (keys); checked when present
+    "keys": (_is_keys, "an object with the era and id column names"),
     "derived": (lambda v: isinstance(v, dict) and all(_is_group_stats(r) for r in v.values()),
                 "an object of recipes with groups, features and bins"),
     "made_sets": (lambda v: isinstance(v, dict) and all(isinstance(r, dict) for r in v.values()),

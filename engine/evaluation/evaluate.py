@@ -3,7 +3,10 @@
 Per era and prediction column (a batch of eras at a time, features gathered as int8):
 numerai_corr, TB200, feature-neutral corr (FNC), neutral correlation, max and RMS feature
 exposure, mean prediction and mean target, mean target per prediction decile; with a meta
-model MMC and corr with it; with benchmark models BMC and corr with each benchmark column.
+model MMC, neutral MMC (numerai-tools ``neutral_contribution`` against the neutralizer file when
+given, else the features FNC uses) and corr with it; with benchmark models BMC and corr with each
+benchmark column; with Signals neutralizers and sample weights alpha, and with a meta model MPC too
+(see :mod:`.scoring`).
 Summaries use engine.metrics; names follow numerblox's (``mean``, ``sharpe``, ``max_drawdown``,
 ``apy``, ``calmar_ratio``, …). BMC keys: ``bmc_*`` and ``corr_with_benchmark`` for one benchmark
 column; ``bmc_<column>_*`` and ``corr_with_<column>`` per column when there are several.
@@ -26,6 +29,7 @@ from eraflow.kernels import (
     pearson,
     rank,
 )
+from eraflow.kernels.neutralization import neutral_contribution
 
 from ..data.eras import eras_in_range
 from ..data.ingest import Progress
@@ -35,10 +39,17 @@ from .ledger import Run
 from .metrics import score_summary, top_bottom_corr
 from .predictions import AlignedPredictions, align_eras, align_predictions, keep_eras
 from .scoring import (
+    Portfolio,
+    absolute,
+    alpha_per_era,
+    check_portfolio_files,
     era_batches,
     feature_indices,
     gather_features,
     meta_model_values,
+    mpc_per_era,
+    per_column,
+    portfolio_values,
     reference_values,
     target_index,
 )
@@ -57,9 +68,12 @@ class EvaluateOptions:
     backend: str = "auto"
     meta_column: str | None = None  # the meta model column when its file has several
     benchmark_columns: tuple[str, ...] = ()  # benchmark columns for BMC [default: every numeric one]
+    neutralizers: Path | None = None  # Signals neutralizers for alpha, MPC and neutral MMC
+    sample_weights: Path | None = None  # Signals sample weights, given with the neutralizers
 
 
 DECILES = 10  # prediction buckets per era for the mean target by decile
+PORTFOLIO_SCORES = ("alpha", "mpc")  # Signals scores, summarized like corr: mean, std, sharpe, max drawdown
 
 
 def benchmark_keys(names: list[str]) -> list[tuple[str, str]]:
@@ -89,7 +103,8 @@ class Evaluation:
 
     def summary(self) -> list[dict]:
         contributions = [("tb200", "tb200_"), ("fnc", "feature_neutral_"), ("neutral_corr", "neutral_corr_"),
-                         ("mmc", "mmc_")] + [(bmc, f"{bmc}_") for bmc, _ in benchmark_keys(self.benchmarks)]
+                         ("mmc", "mmc_"), ("neutral_mmc", "neutral_mmc_")] + [
+                            (bmc, f"{bmc}_") for bmc, _ in benchmark_keys(self.benchmarks)]
         correlations = ["corr_with_meta_model"] + [corr for _, corr in benchmark_keys(self.benchmarks)]
         rows = []
         for j, name in enumerate(self.columns):
@@ -99,6 +114,11 @@ class Evaluation:
                 if key in col:
                     s = era_summary(col[key])
                     row.update({f"{prefix}mean": s.mean, f"{prefix}std": s.std, f"{prefix}sharpe": s.sharpe})
+            for key in PORTFOLIO_SCORES:
+                if key in col:
+                    s = era_summary(col[key])
+                    row.update({f"{key}_mean": s.mean, f"{key}_std": s.std, f"{key}_sharpe": s.sharpe,
+                                f"{key}_max_drawdown": s.max_drawdown})
             row["max_feature_exposure"] = float(np.nanmean(col["exposure_max"]))
             row["mean_feature_exposure"] = float(np.nanmean(col["exposure_rms"]))
             for key in correlations:
@@ -140,6 +160,7 @@ def target_by_decile(x: np.ndarray, t: np.ndarray, offsets: np.ndarray, backend:
 def _aligned(store: EraStore, path: str | Path, options: EvaluateOptions,
              columns: list[str] | None) -> AlignedPredictions:
     """The predictions of ``path`` aligned to ``store``, the eras of ``options.eras``; bad options refused."""
+    check_portfolio_files(options.neutralizers, options.sample_weights)
     preds = align_predictions(store, path, columns)
     if options.eras:
         wanted = set(eras_in_range(store.eras, options.eras))
@@ -153,12 +174,22 @@ def _aligned(store: EraStore, path: str | Path, options: EvaluateOptions,
     return preds
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """What the per-era scores need besides the store: the aligned predictions, the reference values per row
+    ({(contribution key, corr key): (n,)}), the benchmark columns, the Signals neutralizers and weights."""
+
+    preds: AlignedPredictions
+    references: dict[tuple[str, str], np.ndarray]
+    benchmarks: list[str]
+    portfolio: Portfolio | None
+
+
 def _prepared(store: EraStore, path: str | Path, options: EvaluateOptions, columns: list[str] | None,
-              era_index: np.ndarray | None = None,
-              era_sizes: np.ndarray | None = None) -> tuple[AlignedPredictions, dict, list[str]]:
+              era_index: np.ndarray | None = None, era_sizes: np.ndarray | None = None) -> Prepared:
     """The predictions of ``path`` aligned to ``store`` (the eras of ``options.eras``; with ``era_index``, a
-    Dask part's eras of those, ``era_sizes`` rows predicted in each, read by :func:`align_eras`), the reference
-    values per row ({(contribution key, corr key): (n,)}), the benchmark columns."""
+    Dask part's eras of those, ``era_sizes`` rows predicted in each, read by :func:`align_eras`) and what goes
+    with each of their rows (:class:`Prepared`)."""
     part = era_index is not None
     if part:
         preds = align_eras(store, path, columns, era_index, int(np.sum(era_sizes)))
@@ -173,12 +204,21 @@ def _prepared(store: EraStore, path: str | Path, options: EvaluateOptions, colum
         benchmarks, values = reference_values(store, preds, Path(options.benchmark),
                                               list(options.benchmark_columns) or None, part)
         references.update(zip(benchmark_keys(benchmarks), values.T))
-    return preds, references, benchmarks
+    portfolio = portfolio_values(store, preds, options.neutralizers, options.sample_weights)
+    return Prepared(preds, references, benchmarks, portfolio)
 
 
-def _per_era_scores(store: EraStore, preds: AlignedPredictions, references: dict, options: EvaluateOptions,
+def neutral_mmc_per_era(x: np.ndarray, meta: np.ndarray, neutralizers: np.ndarray, t: np.ndarray,
+                        offsets: np.ndarray, backend: str = "auto") -> np.ndarray:
+    """numerai-tools ``neutral_contribution`` per era and column, (n_eras, m), each column on its own rows;
+    ``neutralizers`` (n, k): floats, or the store's int8 codes."""
+    return per_column(lambda p: neutral_contribution(p, meta, neutralizers, t, offsets, backend=backend), x)
+
+
+def _per_era_scores(store: EraStore, prepared: Prepared, options: EvaluateOptions,
                     progress: Progress | None = None) -> dict[str, np.ndarray]:
     """Every per-era metric of the module doc, (n_eras × m) per key (n_eras × m × 10 for target_by_decile)."""
+    preds, references, portfolio = prepared.preds, prepared.references, prepared.portfolio
     t_col = target_index(store, options.target)
     cols = feature_indices(store, options.feature_set)
     neutral_cols = feature_indices(store, neutral_feature_set(store, options))
@@ -200,6 +240,14 @@ def _per_era_scores(store: EraStore, preds: AlignedPredictions, references: dict
         for (contribution, corr), values in references.items():
             batch[contribution] = correlation_contribution(x, values[r0:r1], t, off, backend=options.backend)
             batch[corr] = pearson(x, values[r0:r1], off, backend=options.backend)
+        meta = references.get(("mmc", "corr_with_meta_model"))
+        if meta is not None:
+            neutralizers = f_neutral if portfolio is None else portfolio.neutralizers[r0:r1]
+            batch["neutral_mmc"] = neutral_mmc_per_era(x, meta[r0:r1], neutralizers, t, off, options.backend)
+        if portfolio is not None:
+            batch["alpha"] = alpha_per_era(x, portfolio.rows(r0, r1), t, off, options.backend)
+            if meta is not None:
+                batch["mpc"] = mpc_per_era(x, meta[r0:r1], portfolio.rows(r0, r1), t, off, options.backend)
         for key, value in batch.items():
             parts.setdefault(key, []).append(value)
         if progress:
@@ -213,8 +261,7 @@ def evaluate_part(store_path: str, fingerprint: str, path: str, options: Evaluat
     each), opening the store and the prediction (and reference) files by path where it runs and reading
     only those eras' rows where it can (:func:`align_eras`)."""
     with open_store_checked(store_path, fingerprint) as store:
-        preds, references, _ = _prepared(store, path, options, columns, era_index, era_sizes)
-        return _per_era_scores(store, preds, references, options)
+        return _per_era_scores(store, _prepared(store, path, options, columns, era_index, era_sizes), options)
 
 
 def _per_era_scores_on_dask(client: Client, store: EraStore, path: str | Path, preds: AlignedPredictions,
@@ -224,7 +271,8 @@ def _per_era_scores_on_dask(client: Client, store: EraStore, path: str | Path, p
     from ..cluster.partition import map_era_parts
 
     sizes = np.diff(preds.offsets)
-    options = replace(options, meta_model=_absolute(options.meta_model), benchmark=_absolute(options.benchmark))
+    options = replace(options, meta_model=absolute(options.meta_model), benchmark=absolute(options.benchmark),
+                      neutralizers=absolute(options.neutralizers), sample_weights=absolute(options.sample_weights))
     done: dict[int, dict[str, np.ndarray]] = {}
     for k0, k1, per_era in map_era_parts(client, evaluate_part, preds.era_index, sizes, str(store.path.resolve()),
                                          store.fingerprint, str(Path(path).resolve()), options, columns):
@@ -233,10 +281,6 @@ def _per_era_scores_on_dask(client: Client, store: EraStore, path: str | Path, p
             progress("evaluate", int(sizes[k0:k1].sum()), len(preds.rows))
     parts = [done[k0] for k0 in sorted(done)]  # era order
     return {metric: np.concatenate([part[metric] for part in parts]) for metric in parts[0]}
-
-
-def _absolute(path: str | Path | None) -> Path | None:
-    return Path(path).resolve() if path else None
 
 
 def evaluate_predictions(store: EraStore, path: str | Path, options: EvaluateOptions = EvaluateOptions(),
@@ -249,18 +293,24 @@ def evaluate_predictions(store: EraStore, path: str | Path, options: EvaluateOpt
     scored by a task that opens the store and the files by path (storage every worker sees at the same
     path); every metric is per era, so the numbers equal those of a local run.
     """
-    preds, references, benchmarks = _prepared(store, path, options, columns)
+    prepared = _prepared(store, path, options, columns)
+    preds = prepared.preds
     if client is None:
-        per_era = _per_era_scores(store, preds, references, options, progress)
+        per_era = _per_era_scores(store, prepared, options, progress)
     else:
         per_era = _per_era_scores_on_dask(client, store, path, preds, options, columns, progress)
     feature_sets = {"exposure": options.feature_set or "all", "neutral": neutral_feature_set(store, options) or "all"}
+    if options.meta_model:
+        feature_sets["neutral_mmc"] = (f"neutralizers file {Path(options.neutralizers).name}" if options.neutralizers
+                                       else feature_sets["neutral"])
     sources = {"predictions": str(Path(path).resolve()), "store": str(store.path.resolve()),
                "store_fingerprint": store.fingerprint,
                "meta_model": str(Path(options.meta_model).resolve()) if options.meta_model else None,
-               "benchmark": str(Path(options.benchmark).resolve()) if options.benchmark else None}
-    return Evaluation(preds.columns, preds.era_labels(store), options.target, per_era, feature_sets, benchmarks,
-                      sources)
+               "benchmark": str(Path(options.benchmark).resolve()) if options.benchmark else None,
+               "neutralizers": str(absolute(options.neutralizers)) if options.neutralizers else None,
+               "sample_weights": str(absolute(options.sample_weights)) if options.sample_weights else None}
+    return Evaluation(preds.columns, preds.era_labels(store), options.target, per_era, feature_sets,
+                      prepared.benchmarks, sources)
 
 
 def model_era_overlap(model_meta: dict, eras: list[str]) -> list[str]:
@@ -294,7 +344,9 @@ def evaluation_run(ev: Evaluation, store: EraStore, options: EvaluateOptions, co
               "meta_model": str(options.meta_model) if options.meta_model else None,
               "meta_column": options.meta_column,
               "benchmark": str(options.benchmark) if options.benchmark else None,
-              "benchmark_columns": ev.benchmarks or None}
+              "benchmark_columns": ev.benchmarks or None,
+              "neutralizers": str(options.neutralizers) if options.neutralizers else None,
+              "sample_weights": str(options.sample_weights) if options.sample_weights else None}
     features = store.feature_names
     if options.feature_set:
         features = store.select(feature_set=options.feature_set).feature_names

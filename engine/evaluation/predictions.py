@@ -1,9 +1,12 @@
 """Prediction files (Numerai format: ``id`` plus prediction columns, parquet or CSV) aligned to a store's rows.
 
 Alignment joins the file's ids with the store's ``ids.parquet`` (row numbers in store order), so
-any row order is accepted. The result lists the store rows it covers, in store order, grouped by
-era: ``values[offsets[k]:offsets[k+1]]`` are the predictions of era ``eras[k]``. A Dask part
-(:func:`align_eras`) reads only the rows of its eras when the file has an ``era`` column.
+any row order is accepted. On a keyed (Signals) store a file without ``id`` may name its rows by a
+date and a ticker column instead (e.g. ``friday_date``/``date`` and ``numerai_ticker``, as a Signals
+submission does): its ids are made as the store's, ``"<era>|<ticker>"``. The result lists the store
+rows it covers, in store order, grouped by era: ``values[offsets[k]:offsets[k+1]]`` are the
+predictions of era ``eras[k]``. A Dask part (:func:`align_eras`) reads only the rows of its eras
+when the file has an ``era`` column.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from ..data.store import EraStore, era_rows
 from ..errors import InputError
 from ..numerai.submission import read_submission
 from ..outputs import check_output_file
+from ..signals.aligned import key_columns, keyed_ids, store_keys
 
 MIN_COVERAGE = 0.99  # share of the rows of each touched era a file must predict
 NOT_PREDICTIONS = ("id", "era", "data_type")
@@ -62,19 +66,34 @@ def _prediction_columns(path: Path, numeric: list[str], columns: list[str] | Non
     return chosen
 
 
-def _read_csv_ids_and_values(path: Path, columns: list[str] | None) -> tuple[pl.DataFrame, list[str]]:
+def _key_columns(path: Path, names: list[str], keys: dict[str, str] | None) -> tuple[str, ...]:
+    """``("id",)``, or on a keyed store a file's (date, ticker) columns when it has no ``id``."""
+    if "id" in names:
+        return ("id",)
+    if keys is None:
+        raise InputError(f"{path} has no `id` column")
+    return key_columns(names, keys, str(path))
+
+
+def _with_ids(path: Path, frame: pl.DataFrame, key_cols: tuple[str, ...], chosen: list[str]) -> pl.DataFrame:
+    """``id`` (strings; made from date and ticker for a keyed file) and the chosen columns."""
+    ids = frame["id"].cast(pl.String) if key_cols == ("id",) else keyed_ids(frame, *key_cols, str(path))
+    return frame.select(chosen).with_columns(ids.alias("id")).select("id", *chosen)
+
+
+def _read_csv_ids_and_values(path: Path, columns: list[str] | None,
+                             keys: dict[str, str] | None) -> tuple[pl.DataFrame, list[str]]:
     """A CSV prediction file, read as ``submit`` reads it (ids as strings)."""
     df = read_submission(path)
-    if "id" not in df.columns:
-        raise InputError(f"{path} has no `id` column")
+    key_cols = _key_columns(path, [str(n) for n in df.columns], keys)
     if df.empty:  # before choosing columns: a header-only CSV has no numeric column
         raise _no_rows(path)
-    numeric = [str(n) for n in df.columns if n not in NOT_PREDICTIONS and pd.api.types.is_numeric_dtype(df[n])
-               and not pd.api.types.is_bool_dtype(df[n])]
+    numeric = [str(n) for n in df.columns if n not in (*NOT_PREDICTIONS, *key_cols)
+               and pd.api.types.is_numeric_dtype(df[n]) and not pd.api.types.is_bool_dtype(df[n])]
     chosen = _prediction_columns(path, numeric, columns)
-    frame = pl.DataFrame({"id": pl.from_pandas(df["id"]).cast(pl.String),
+    frame = pl.DataFrame({**{k: pl.from_pandas(df[k]) for k in key_cols},
                           **{c: pl.Series(df[c].to_numpy(dtype=np.float64)) for c in chosen}})
-    return frame, chosen
+    return _with_ids(path, frame, key_cols, chosen), chosen
 
 
 def _is_text(t: pa.DataType) -> bool:
@@ -83,25 +102,25 @@ def _is_text(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
 
 
-def _read_ids_and_values(path: Path, columns: list[str] | None,
-                         eras: list[str] | None = None) -> tuple[pl.DataFrame, list[str]]:
+def _read_ids_and_values(path: Path, columns: list[str] | None, eras: list[str] | None = None,
+                         keys: dict[str, str] | None = None) -> tuple[pl.DataFrame, list[str]]:
     """``id`` (as strings) and the prediction columns of a parquet or CSV file, told apart by content; with
     ``eras``, only the rows whose ``era`` is one of them when the file is parquet with a string ``era`` column
     (a polars filter pushed into the scan: row groups whose statistics exclude those eras are skipped), else
-    every row."""
+    every row. ``keys``: the store's meta.json ``keys`` (keyed store), so a file without ``id`` is keyed by its
+    date and ticker columns."""
     if path.is_file() and path.stat().st_size and not _is_parquet(path):
-        return _read_csv_ids_and_values(path, columns)
+        return _read_csv_ids_and_values(path, columns, keys)
     schema = open_parquet(path).schema_arrow
-    if "id" not in schema.names:
-        raise InputError(f"{path} has no `id` column")
-    numeric = [n for n in schema.names if n not in NOT_PREDICTIONS
+    key_cols = _key_columns(path, schema.names, keys)
+    numeric = [n for n in schema.names if n not in (*NOT_PREDICTIONS, *key_cols)
                and (pa.types.is_floating(schema.field(n).type) or pa.types.is_integer(schema.field(n).type))]
     chosen = _prediction_columns(path, numeric, columns)
     if eras is not None and "era" in schema.names and _is_text(schema.field("era").type):
-        frame = pl.scan_parquet(path).filter(pl.col("era").is_in(eras)).select("id", *chosen).collect()
+        frame = pl.scan_parquet(path).filter(pl.col("era").is_in(eras)).select(*key_cols, *chosen).collect()
     else:
-        frame = pl.read_parquet(path, columns=["id", *chosen])
-    return frame.with_columns(pl.col("id").cast(pl.String)), chosen
+        frame = pl.read_parquet(path, columns=[*key_cols, *chosen])
+    return _with_ids(path, frame, key_cols, chosen), chosen
 
 
 def align_predictions(store: EraStore, path: str | Path, columns: list[str] | None = None,
@@ -113,7 +132,7 @@ def align_predictions(store: EraStore, path: str | Path, columns: list[str] | No
     A ``reference`` file (a meta model, benchmarks) may hold ids the store lacks: they are dropped.
     """
     path = Path(path)
-    frame, chosen = _read_ids_and_values(path, columns)
+    frame, chosen = _read_ids_and_values(path, columns, keys=store_keys(store))
     if frame.height == 0:
         raise _no_rows(path)
     if frame["id"].null_count():
@@ -167,7 +186,7 @@ def align_eras(store: EraStore, path: str | Path, columns: list[str] | None, era
     """
     path = Path(path)
     era_index = np.asarray(era_index, dtype=np.int64)
-    frame, chosen = _read_ids_and_values(path, columns, [store.eras[k] for k in era_index])
+    frame, chosen = _read_ids_and_values(path, columns, [store.eras[k] for k in era_index], store_keys(store))
     rows = era_rows(store.offsets, era_index) if len(era_index) else np.zeros(0, np.int64)
     ids = store.id_table(["id"]).column("id").take(pa.array(rows))
     part_ids = pl.DataFrame({"id": pl.from_arrow(ids).cast(pl.String), "row": rows})

@@ -2,8 +2,10 @@
 
 The directory is built aside and renamed into place. Plots (matplotlib, Agg backend):
 per-era corr bars, cumulative corr, drawdown, rolling 52-era sharpe, per-era corr box plots
-(one box per column), feature exposure histogram, mean target per prediction decile, and,
-with a model, top features by gain and a SHAP-style summary from LightGBM's ``pred_contrib``.
+(one box per column), feature exposure histogram, mean target per prediction decile; cumulative
+alpha and cumulative MPC when the evaluation has them (Signals neutralizers and sample weights,
+MPC with a meta model too); and, with a model, top features by gain and a SHAP-style summary
+from LightGBM's ``pred_contrib``.
 The page also says which eras had no target and where every input came from (provenance);
 everything taken from the data (era labels, column and feature set names, paths) is escaped.
 """
@@ -131,9 +133,26 @@ def plot_target_by_decile(ev: Evaluation, ax) -> None:
     ax.grid(alpha=0.3)
 
 
+def _plot_cumulative_score(ev: Evaluation, ax, key: str, name: str) -> None:
+    ax.plot(_cumulative(ev.per_era[key]), label=ev.columns)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set(title=f"Cumulative per-era {name}", ylabel=f"sum of {key}")
+    _era_axis(ax, ev.eras)
+
+
+def plot_cumulative_alpha(ev: Evaluation, ax) -> None:
+    _plot_cumulative_score(ev, ax, "alpha", "alpha (Signals: neutralized, sample-weighted portfolio return)")
+
+
+def plot_cumulative_mpc(ev: Evaluation, ax) -> None:
+    _plot_cumulative_score(ev, ax, "mpc", "MPC (meta portfolio contribution against the meta model)")
+
+
 PLOTS = {"corr_bars": plot_corr_bars, "cumulative_corr": plot_cumulative, "drawdown": plot_drawdown,
          "rolling_sharpe": plot_rolling_sharpe, "corr_distribution": plot_corr_boxes,
          "feature_exposure": plot_exposure_hist, "target_by_prediction_decile": plot_target_by_decile}
+# plots drawn when the evaluation has their per-era score: name -> (per-era key, plot)
+SCORE_PLOTS = {"cumulative_alpha": ("alpha", plot_cumulative_alpha), "cumulative_mpc": ("mpc", plot_cumulative_mpc)}
 
 
 def _save(fig, path: Path) -> None:
@@ -229,9 +248,15 @@ def _html(ev: Evaluation, summary: list[dict], images: list[str], out: Path, sou
             f"<h1>Evaluation against {e(ev.target)}</h1>"
             f"<p>{_era_sentence(ev)} Feature exposure against the feature set "
             f"<code>{e(ev.feature_sets.get('exposure', 'all'))}</code>, FNC and neutral corr against "
-            f"<code>{e(ev.feature_sets.get('neutral', 'all'))}</code>.</p>"
+            f"<code>{e(ev.feature_sets.get('neutral', 'all'))}</code>{_neutral_mmc_sentence(ev)}.</p>"
             f"<table><tr><th>metric</th>{head}</tr>{body}</table>{figures}"
             f"<h2>Provenance</h2><table class='sources'>{origin}</table></body></html>")
+
+
+def _neutral_mmc_sentence(ev: Evaluation) -> str:
+    """Where neutral MMC's neutralizers came from (escaped HTML), or nothing without a meta model."""
+    against = ev.feature_sets.get("neutral_mmc")
+    return f", neutral MMC against <code>{html.escape(against)}</code>" if against else ""
 
 
 def _base64(path: Path) -> str:
@@ -257,9 +282,10 @@ def write_report(ev: Evaluation, out_dir: str | Path, store: EraStore, model: Tr
     tmp.mkdir(parents=True)
     try:
         with plt.rc_context({"text.parse_math": False}):  # a `$` in a column name or era label is text
-            for name, plot in PLOTS.items():
+            plots = {**PLOTS, **{name: plot for name, (key, plot) in SCORE_PLOTS.items() if key in ev.per_era}}
+            for name, plot in plots.items():
                 _draw(plot, ev, tmp / f"{name}.png")
-            images = list(PLOTS) + (model_plots(model, store, tmp) if model else [])
+            images = list(plots) + (model_plots(model, store, tmp) if model else [])
         summary = ev.summary()
         sources = provenance(ev, model)
         for note in sources["model_era_overlap"] or ():

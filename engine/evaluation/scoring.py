@@ -3,6 +3,14 @@
 Features are gathered from the int8 memmap for one batch of eras (≤ ``BATCH_BYTES`` of int8
 codes), handed to the kernels, and dropped before the next batch: a whole validation store is
 never held as float.
+
+Numerai Signals scores (with a neutralizer file and a sample-weight file, :class:`Portfolio`):
+``alpha`` per era, and with a meta model ``mpc``, the meta portfolio contribution of each column
+taken against the meta model as the meta portfolio: numerai-tools ``meta_portfolio_contribution``
+of the predictions ``[column, meta model]`` with stakes ``[0, 1]``, i.e. the gradient of the meta
+portfolio's alpha with respect to the column's stake at stake 0. Each column is scored on its own
+rows (where it, the meta model and the target are present), as numerai-tools given that one
+column, like numerai_corr: a NaN in one column never changes another column's score.
 """
 
 from __future__ import annotations
@@ -15,9 +23,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from eraflow.kernels import correlation_contribution, era_summary, feature_exposure, neutralize, numerai_corr, rank
+from eraflow.kernels.portfolio import alpha, meta_portfolio_contribution
 
 from ..data.store import EraStore, era_rows, era_subset_offsets, open_store_checked
 from ..errors import InputError
+from ..signals.aligned import neutralizers_for, sample_weights_for
 from .predictions import AlignedPredictions, align_eras, align_predictions
 
 if TYPE_CHECKING:
@@ -61,6 +71,61 @@ def target_index(store: EraStore, target: str) -> int:
 
 
 @dataclass(frozen=True)
+class Portfolio:
+    """Per predicted row (aligned with an :class:`AlignedPredictions`), the Signals neutralizers and sample
+    weights alpha and MPC use."""
+
+    neutralizers: np.ndarray  # float64 (n, k)
+    weights: np.ndarray  # float64 (n,), > 0
+
+    def rows(self, r0: int, r1: int) -> Portfolio:
+        return Portfolio(self.neutralizers[r0:r1], self.weights[r0:r1])
+
+
+def check_portfolio_files(neutralizers: str | Path | None, sample_weights: str | Path | None) -> None:
+    """InputError unless both files or neither are given (alpha and MPC need both)."""
+    if (neutralizers is None) != (sample_weights is None):
+        given, missing = ("--neutralizers", "--sample-weights") if neutralizers else ("--sample-weights",
+                                                                                       "--neutralizers")
+        raise InputError(f"{given} needs {missing}: alpha and MPC use a neutralizer file and a sample-weight "
+                         "file; give both, or neither")
+
+
+def portfolio_values(store: EraStore, preds: AlignedPredictions, neutralizers: str | Path | None,
+                     sample_weights: str | Path | None) -> Portfolio | None:
+    """The neutralizers and sample weights of each predicted row (None without the files); InputError if a
+    predicted row has none, or for NaN/inf neutralizers or weights ≤ 0 (engine.signals.aligned)."""
+    check_portfolio_files(neutralizers, sample_weights)
+    if neutralizers is None:
+        return None
+    return Portfolio(neutralizers_for(store, preds, Path(neutralizers)),
+                     sample_weights_for(store, preds, Path(sample_weights)))
+
+
+def per_column(score, x: np.ndarray) -> np.ndarray:
+    """``score(column (n,)) -> (n_eras,)`` for each column of ``x (n, m)``, stacked (n_eras, m): every column
+    scored on its own present rows (the Signals kernels keep only rows where every column is present)."""
+    return np.column_stack([score(x[:, j]) for j in range(x.shape[1])])
+
+
+def alpha_per_era(x: np.ndarray, portfolio: Portfolio, t: np.ndarray, offsets: np.ndarray,
+                  backend: str = "auto") -> np.ndarray:
+    """numerai-tools ``alpha`` per era and column, (n_eras, m)."""
+    return per_column(lambda p: alpha(p, portfolio.neutralizers, portfolio.weights, t, offsets, backend=backend), x)
+
+
+def mpc_per_era(x: np.ndarray, meta: np.ndarray, portfolio: Portfolio, t: np.ndarray, offsets: np.ndarray,
+                backend: str = "auto") -> np.ndarray:
+    """MPC per era and column, (n_eras, m): numerai-tools ``meta_portfolio_contribution`` of the predictions
+    ``[column, meta]`` with stakes ``[0, 1]`` (the meta model is the meta portfolio), the column's entry: the
+    gradient of the meta portfolio's alpha with respect to the column's stake, at stake 0."""
+    stakes = np.array([0.0, 1.0])
+    return per_column(lambda p: meta_portfolio_contribution(np.column_stack([p, meta]), stakes,
+                                                            portfolio.neutralizers, portfolio.weights, t, offsets,
+                                                            backend=backend)[:, 0], x)
+
+
+@dataclass(frozen=True)
 class Scores:
     """Per-era scores of each prediction column (arrays n_eras × m) and their summaries."""
 
@@ -71,11 +136,15 @@ class Scores:
     mmc: np.ndarray | None
     exposure_max: np.ndarray
     exposure_rms: np.ndarray
+    alpha: np.ndarray | None = None  # with neutralizers and sample weights
+    mpc: np.ndarray | None = None  # with those and a meta model
 
     def summary(self) -> list[dict]:
-        """One row per prediction column: corr mean/std/sharpe/max drawdown, MMC, max exposure."""
+        """One row per prediction column: corr mean/std/sharpe/max drawdown, MMC, alpha and MPC mean/std/sharpe/
+        max drawdown, max exposure."""
         corr = era_summary(self.corr)
         mmc = era_summary(self.mmc) if self.mmc is not None else None
+        portfolio = {name: era_summary(v) for name, v in (("alpha", self.alpha), ("mpc", self.mpc)) if v is not None}
         rows = []
         for j, name in enumerate(self.columns):
             row = {"prediction": name, "target": self.target, "eras": int(corr.n_eras[j]),
@@ -83,6 +152,9 @@ class Scores:
                    "corr_sharpe": float(corr.sharpe[j]), "corr_max_drawdown": float(corr.max_drawdown[j])}
             if mmc is not None:
                 row.update(mmc_mean=float(mmc.mean[j]), mmc_std=float(mmc.std[j]), mmc_sharpe=float(mmc.sharpe[j]))
+            for key, s in portfolio.items():
+                row.update({f"{key}_mean": float(s.mean[j]), f"{key}_std": float(s.std[j]),
+                            f"{key}_sharpe": float(s.sharpe[j]), f"{key}_max_drawdown": float(s.max_drawdown[j])})
             row["max_feature_exposure"] = float(np.nanmean(self.exposure_max[:, j]))
             rows.append(row)
         return rows
@@ -93,17 +165,19 @@ class Scores:
         table = {"era": np.repeat(self.eras, m), "prediction": np.tile(self.columns, n),
                  "target": np.full(n * m, self.target), "numerai_corr": self.corr.ravel(),
                  "feature_exposure_max": self.exposure_max.ravel(), "feature_exposure_rms": self.exposure_rms.ravel()}
-        if self.mmc is not None:
-            table["mmc"] = self.mmc.ravel()
+        for key in ("mmc", "alpha", "mpc"):
+            if getattr(self, key) is not None:
+                table[key] = getattr(self, key).ravel()
         return table
 
 
 def score_aligned(store: EraStore, preds: AlignedPredictions, target: str, meta: np.ndarray | None = None,
-                  feature_set: str | None = None, backend: str = "auto") -> Scores:
-    """numerai_corr, MMC (when ``meta`` is given, aligned with ``preds``) and feature exposure per era."""
+                  feature_set: str | None = None, backend: str = "auto", portfolio: Portfolio | None = None) -> Scores:
+    """numerai_corr, MMC (when ``meta`` is given, aligned with ``preds``) and feature exposure per era; with a
+    ``portfolio`` (aligned with ``preds``) alpha, and MPC when ``meta`` is given too."""
     t_col = target_index(store, target)
     cols = feature_indices(store, feature_set)
-    parts: dict[str, list[np.ndarray]] = {"corr": [], "mmc": [], "max": [], "rms": []}
+    parts: dict[str, list[np.ndarray]] = {"corr": [], "mmc": [], "max": [], "rms": [], "alpha": [], "mpc": []}
     for k0, k1 in era_batches(preds.offsets, len(cols)):
         r0, r1 = preds.offsets[k0], preds.offsets[k1]
         rows = preds.rows[r0:r1]
@@ -113,12 +187,16 @@ def score_aligned(store: EraStore, preds: AlignedPredictions, target: str, meta:
         parts["corr"].append(numerai_corr(x, t, offsets, backend=backend))
         if meta is not None:
             parts["mmc"].append(correlation_contribution(x, meta[r0:r1], t, offsets, backend=backend))
+        if portfolio is not None:
+            parts["alpha"].append(alpha_per_era(x, portfolio.rows(r0, r1), t, offsets, backend))
+            if meta is not None:
+                parts["mpc"].append(mpc_per_era(x, meta[r0:r1], portfolio.rows(r0, r1), t, offsets, backend))
         exposure = feature_exposure(x, gather_features(store, rows, cols), offsets, backend=backend)
         parts["max"].append(exposure.max_abs)
         parts["rms"].append(exposure.rms)
-    return Scores(preds.columns, target, preds.era_labels(store), np.concatenate(parts["corr"]),
-                  np.concatenate(parts["mmc"]) if meta is not None else None,
-                  np.concatenate(parts["max"]), np.concatenate(parts["rms"]))
+    joined = {k: np.concatenate(v) if v else None for k, v in parts.items()}
+    return Scores(preds.columns, target, preds.era_labels(store), joined["corr"], joined["mmc"], joined["max"],
+                  joined["rms"], joined["alpha"], joined["mpc"])
 
 
 @dataclass(frozen=True)
@@ -128,6 +206,8 @@ class ScoreOptions:
     meta_column: str | None = None  # the meta model column when its file has several
     feature_set: str | None = None  # features for exposure [default: all]
     backend: str = "auto"
+    neutralizers: Path | None = None  # Signals neutralizers (keyed by era and ticker, or id) for alpha and MPC
+    sample_weights: Path | None = None  # Signals sample weights, given with the neutralizers
 
 
 def _score_eras(store: EraStore, preds: AlignedPredictions, options: ScoreOptions, part: bool = False) -> list[Scores]:
@@ -135,7 +215,9 @@ def _score_eras(store: EraStore, preds: AlignedPredictions, options: ScoreOption
     meta = None
     if options.meta_model:
         meta = meta_model_values(store, preds, Path(options.meta_model), options.meta_column, part)
-    return [score_aligned(store, preds, t, meta, options.feature_set, options.backend) for t in options.targets]
+    portfolio = portfolio_values(store, preds, options.neutralizers, options.sample_weights)
+    return [score_aligned(store, preds, t, meta, options.feature_set, options.backend, portfolio)
+            for t in options.targets]
 
 
 def score_part(store_path: str, fingerprint: str, path: str, options: ScoreOptions, columns: list[str] | None,
@@ -149,10 +231,13 @@ def score_part(store_path: str, fingerprint: str, path: str, options: ScoreOptio
 
 def concat_scores(parts: list[Scores]) -> Scores:
     """One Scores from the scores of consecutive parts of the eras (same columns and target)."""
-    mmc = [p.mmc for p in parts]
-    return Scores(parts[0].columns, parts[0].target, [era for p in parts for era in p.eras],
-                  np.concatenate([p.corr for p in parts]), None if mmc[0] is None else np.concatenate(mmc),
-                  np.concatenate([p.exposure_max for p in parts]), np.concatenate([p.exposure_rms for p in parts]))
+
+    def joined(key: str) -> np.ndarray | None:
+        values = [getattr(p, key) for p in parts]
+        return None if values[0] is None else np.concatenate(values)
+
+    return Scores(parts[0].columns, parts[0].target, [era for p in parts for era in p.eras], joined("corr"),
+                  joined("mmc"), joined("exposure_max"), joined("exposure_rms"), joined("alpha"), joined("mpc"))
 
 
 def score_predictions(store: EraStore, path: str | Path, options: ScoreOptions = ScoreOptions(),
@@ -167,6 +252,7 @@ def score_predictions(store: EraStore, path: str | Path, options: ScoreOptions =
     for target in options.targets:
         target_index(store, target)  # unknown target or feature set: refused before any work
     feature_indices(store, options.feature_set)
+    check_portfolio_files(options.neutralizers, options.sample_weights)
     preds = align_predictions(store, path, columns)
     if client is None:
         return _score_eras(store, preds, options)
@@ -174,12 +260,19 @@ def score_predictions(store: EraStore, path: str | Path, options: ScoreOptions =
 
     if options.meta_model:  # a meta model file that misses predicted rows: refused before any task
         meta_model_values(store, preds, Path(options.meta_model), options.meta_column)
-    options = replace(options, meta_model=Path(options.meta_model).resolve() if options.meta_model else None)
+    portfolio_values(store, preds, options.neutralizers, options.sample_weights)  # the same for the Signals files
+    options = replace(options, meta_model=absolute(options.meta_model), neutralizers=absolute(options.neutralizers),
+                      sample_weights=absolute(options.sample_weights))
     done = {k0: part for k0, _, part in map_era_parts(client, score_part, preds.era_index, np.diff(preds.offsets),
                                                        str(store.path.resolve()), store.fingerprint,
                                                        str(Path(path).resolve()), options, columns)}
     parts = [done[k0] for k0 in sorted(done)]  # era order
     return [concat_scores([part[j] for part in parts]) for j in range(len(options.targets))]
+
+
+def absolute(path: str | Path | None) -> Path | None:
+    """``path`` resolved (what a Dask worker opens), or None."""
+    return Path(path).resolve() if path else None
 
 
 def _positions(ref: AlignedPredictions, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

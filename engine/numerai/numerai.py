@@ -33,6 +33,7 @@ from ..atomic import atomic_write_json, fsync_path
 from ..errors import EraflowError, InputError
 from ..lock import exclusive_lock
 from ..outputs import is_own_output
+from ..signals.submission import submission_frame, validate_signals_submission
 from .submission import read_submission, validate_submission
 
 ENV_PUBLIC_ID = "NUMERAI_PUBLIC_ID"
@@ -149,8 +150,9 @@ def load_credentials(config_path: str | Path | None = None, *, required: bool = 
     return None
 
 
-def numerai_client(credentials: Credentials | None, show_progress_bars: bool = False):
-    """A ``numerapi.NumerAPI`` client (anonymous when ``credentials`` is None); makes no request.
+def numerai_client(credentials: Credentials | None, show_progress_bars: bool = False, signals: bool = False):
+    """A ``numerapi.NumerAPI`` client, or ``numerapi.SignalsAPI`` when ``signals`` (anonymous when
+    ``credentials`` is None); makes no request.
 
     numerapi's log lines are silenced (they can quote the request header, secret included) and
     the root-logger handler its constructor installs with ``logging.basicConfig`` is removed.
@@ -162,8 +164,8 @@ def numerai_client(credentials: Credentials | None, show_progress_bars: bool = F
     handlers, level = list(root.handlers), root.level
     silence_numerapi()
     try:
-        return numerapi.NumerAPI(public_id=keys[0], secret_key=keys[1], verbosity="warning",
-                                 show_progress_bars=show_progress_bars)
+        api = numerapi.SignalsAPI if signals else numerapi.NumerAPI
+        return api(public_id=keys[0], secret_key=keys[1], verbosity="warning", show_progress_bars=show_progress_bars)
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
@@ -469,6 +471,66 @@ def submit_predictions(client, path: str | Path, model_name: str, live_ids, dry_
         with api_errors(client, f"uploading predictions for {model_name!r}"):
             submission_id = client.upload_predictions(file_path=str(upload), model_id=model_id)
     return SubmitResult(model_name, len(kept), dropped, False, model_id, str(submission_id))
+
+
+SIGNALS_TOURNAMENT = 11  # numerapi.SignalsAPI.tournament_id (the classic NumerAPI's is 8)
+
+
+@dataclass(frozen=True)
+class SignalsSubmitResult(SubmitResult):
+    """A Signals upload (or dry run): rows sent, rows outside the universe dropped, the columns used, and for an
+    eraflow predictions file the era and prediction column submitted."""
+
+    ticker_column: str = ""
+    signal_column: str = ""
+    invalid_tickers: int = 0  # distinct tickers outside the universe
+    era: str | None = None
+    source_column: str | None = None
+
+
+def check_signals_client(client) -> None:
+    """InputError when ``client`` is a numerapi client of another tournament (a classic ``NumerAPI``)."""
+    tournament = getattr(client, "tournament_id", SIGNALS_TOURNAMENT)
+    if tournament != SIGNALS_TOURNAMENT:
+        raise InputError(f"the Numerai client is for tournament {tournament}, not Signals ({SIGNALS_TOURNAMENT}); "
+                         "make it with numerapi.SignalsAPI")
+
+
+def submit_signals(client, path: str | Path, model_name: str, universe: pd.DataFrame, dry_run: bool = False,
+                   column: str | None = None) -> SignalsSubmitResult:
+    """Validate the Signals predictions in ``path`` against the live ``universe``, then upload them for ``model_name``.
+
+    1. ``path`` is a submission (ticker column, signal column, optional date) or an eraflow
+       predictions file of a keyed store, whose newest era becomes ``[ticker, signal]`` ranked to
+       (0, 1) (:func:`~eraflow.engine.signals.submission.submission_frame`; ``column`` picks its
+       prediction column);
+    2. :func:`~eraflow.engine.signals.submission.validate_signals_submission` (numerai-tools'
+       rules): nothing is sent when it fails;
+    3. unless ``dry_run``: the Signals model id from ``client.get_models()``, then
+       ``client.upload_predictions(file_path=…, model_id=…)`` of a CSV of the validated live rows.
+
+    ``client`` is a ``numerapi.SignalsAPI``, a zero-argument function making one (called only
+    after validation), or None for a dry run; ``universe`` holds the live ticker column(s)
+    (:func:`~eraflow.engine.signals.submission.read_universe`).
+    """
+    frame, latest = submission_frame(path, universe, column)
+    checked = validate_signals_submission(frame, universe)
+    kept = checked.filtered
+    found = dict(model_name=model_name, rows=len(kept), dropped=len(frame) - len(kept),
+                 ticker_column=checked.ticker_column, signal_column=checked.signal_column,
+                 invalid_tickers=len(checked.invalid_tickers), era=latest.era if latest else None,
+                 source_column=latest.column if latest else None)
+    if dry_run:
+        return SignalsSubmitResult(dry_run=True, **found)
+    client = _client(client)
+    check_signals_client(client)
+    model_id = resolve_model(client, model_name)
+    with tempfile.TemporaryDirectory(prefix="eraflow-signals-") as tmp:
+        upload = Path(tmp) / f"{Path(path).stem or 'signals'}.csv"
+        kept.to_csv(upload, index=False)
+        with api_errors(client, f"uploading Signals predictions for {model_name!r}"):
+            submission_id = client.upload_predictions(file_path=str(upload), model_id=model_id)
+    return SignalsSubmitResult(dry_run=False, model_id=model_id, submission_id=str(submission_id), **found)
 
 
 # ---------------------------------------------------------------- model upload

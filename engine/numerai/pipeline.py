@@ -10,6 +10,10 @@ size and mtime). A step is skipped only when both match: an output that was lost
 since re-runs the step, and every step after it that reads it. Editing only ``[postprocess]``
 therefore re-runs postprocess, validate, evaluate, live and submit.
 
+Each submitted (or dry-run validated) live file is kept in ``WORKDIR/submissions/``, named by the
+UTC time (and Numerai's round), and every run with [submit] reports the churn of the newest kept
+file against the five kept before it (:mod:`eraflow.engine.evaluation.churn`).
+
 ``source = "numerai"`` asks Numerai for the file list and round each run; when it cannot be
 reached the files already on disk are used (with a warning), and a missing one is an error.
 
@@ -22,17 +26,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
-from ..atomic import atomic_write_json
+from ..atomic import atomic_write_bytes, atomic_write_json
 from ..data.ingest import IngestOptions, Progress, ingest_files
 from ..data.store import open_store
 from ..data.synth import SynthSpec, write_synthetic
 from ..errors import InputError
+from ..evaluation.churn import RECENT, ChurnReport, churn_report, read_churn_submission
 from ..evaluation.evaluate import EvaluateOptions, evaluate_predictions, evaluation_run
 from ..evaluation.ledger import record_run
 from ..evaluation.predictions import write_predictions
@@ -56,6 +63,8 @@ from .numerai import (
 from .submission import read_live_ids
 
 STATE = "pipeline.json"
+SUBMISSIONS = "submissions"  # WORKDIR/submissions: every submitted (or dry-run validated) live file
+KEPT_NAME = re.compile(r"\d{8}T\d{6}\.\d{6}Z(_round\d+)?\.parquet")  # keep_submission's names
 
 # section → key → type, or a tuple of allowed strings
 SCHEMA: dict[str, dict[str, object]] = {
@@ -131,6 +140,7 @@ class PipelineResult:
     summary: list[dict] = field(default_factory=list)
     live: Path | None = None
     submission: str | None = None
+    churn: ChurnReport | None = None  # with [submit]: the newest kept submission against those before it
 
 
 def _check_value(where: str, key: str, value, kind) -> None:
@@ -405,6 +415,10 @@ def run_pipeline(path: str | Path, client_factory: Callable | None = None,
         if "submit" in pipe.config:
             run.step("submit", fingerprint(pipe.section("submit"), live_fp), lambda: "",
                      lambda: _submit(pipe, live_path, live_file, client_factory, run.result))
+            try:
+                run.result.churn = recent_churn(pipe.workdir / SUBMISSIONS)
+            except InputError as exc:  # the submission went through: a kept file eraflow cannot read only warns
+                warn(f"churn not computed: {exc}")
     return run.result
 
 
@@ -502,3 +516,37 @@ def _submit(pipe: Pipeline, live_path: Path, live_source: Path, client_factory: 
     client = None if dry_run else (lambda: _client(client_factory, True))
     outcome = submit_predictions(client, live_path, submit["model"], read_live_ids(live_source), dry_run=dry_run)
     result.submission = "dry run: valid, nothing uploaded" if dry_run else outcome.submission_id
+    source = pipe.section("data")["source"]
+    live_round = (read_manifest(pipe.data_dir)["files"].get(NUMERAI_NAMES["live"], {}).get("round")
+                  if source == "numerai" else None)
+    keep_submission(live_path, pipe.workdir / SUBMISSIONS, live_round)
+
+
+def keep_submission(live_path: Path, folder: Path, round_num: int | None = None,
+                    now: datetime | None = None) -> Path:
+    """An atomic copy of a submitted file in ``folder``, named by the UTC time and round, e.g.
+    ``20261202T081440.123456Z_round812.parquet``: names sort as the submissions were made."""
+    now = now or datetime.now(timezone.utc)
+    name = now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ") + (
+        f"_round{round_num}" if round_num is not None else "") + ".parquet"
+    folder.mkdir(parents=True, exist_ok=True)
+    kept = folder / name
+    atomic_write_bytes(kept, live_path.read_bytes(), "submission")
+    return kept
+
+
+def kept_submissions(folder: Path) -> list[Path]:
+    """The files :func:`keep_submission` left in ``folder``, oldest first (other files are ignored)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if KEPT_NAME.fullmatch(p.name) and p.is_file())
+
+
+def recent_churn(folder: Path, recent: int = RECENT) -> ChurnReport | None:
+    """Churn of the newest kept submission against the ``recent`` kept before it (newest first); None
+    when none is kept."""
+    kept = kept_submissions(folder)
+    if not kept:
+        return None
+    previous = kept[-1 - recent:-1][::-1]
+    return churn_report(read_churn_submission(kept[-1]), [read_churn_submission(p) for p in previous])

@@ -1,0 +1,2 @@
+"""Numerai Signals: technical features from daily prices, synthetic Signals data, keyed (era, ticker) files,
+submissions."""
