@@ -53,8 +53,8 @@ def churn(new, previous, neutralizers, top_bottom, backend, as_json):
     optional date or friday_date column). Rows are aligned by id or ticker. As numerai-tools 0.7:
     churn is 1 − Spearman over the common rows; a comparison is skipped when under 80 % of either
     file's rows are common. With --neutralizers each submission is ranked on its universe (the
-    neutralizer rows of its date; tickers without a value 0.5), gaussianized and neutralized, and
-    neutral churn is 1 − Spearman of the residuals; their mean (1.0 when none could be compared)
+    neutralizer rows of its date, holding at least 100 of the file's tickers; tickers without a
+    value 0.5), gaussianized and neutralized, and neutral churn is 1 − Spearman of the residuals; their mean (1.0 when none could be compared)
     sets the payout retained, min(1, 2 / (1 + exp(10 (mean − 0.1)))). Numerai takes it against your
     five most recent submissions.
 

@@ -72,12 +72,17 @@ def synth(ctx, out_dir, eras, rows_per_era, features, targets, validation_eras, 
     if as_json:
         print_json({k: v for k, v in record.items() if k != "oracle_corr"})
         return
-    for name in record["files"]:
-        click.echo(f"{out_dir / name}  {human_size((out_dir / name).stat().st_size)}")
+    _echo_files(out_dir, record["files"])
     rows = record["rows"]
     click.echo(f"rows: train {rows['train']:,}, validation {rows['validation']:,}, live {rows['live']:,}; "
                f"oracle per-era corr {record['oracle_corr_mean']:.4f} "
                f"({record['oracle_corr_positive_share']:.0%} of eras positive)")
+
+
+def _echo_files(out_dir: Path, names: list[str]) -> None:
+    """One line per written file: its path and size."""
+    for name in names:
+        click.echo(f"{out_dir / name}  {human_size((out_dir / name).stat().st_size)}")
 
 
 def _synth_signals(out_dir: Path, tickers: int, weeks: int, neutralizers: int, momentum: float, seed: int,
@@ -92,8 +97,7 @@ def _synth_signals(out_dir: Path, tickers: int, weeks: int, neutralizers: int, m
     if as_json:
         print_json({k: v for k, v in record.items() if k != "momentum_spearman"})
         return
-    for name in record["files"]:
-        click.echo(f"{out_dir / name}  {human_size((out_dir / name).stat().st_size)}")
+    _echo_files(out_dir, record["files"])
     rows, fridays = record["rows"], record["fridays"]
     click.echo(f"prices: {rows['prices']:,} rows, {tickers} tickers ({record['tickers_starting_late']} start late, "
                f"{record['tickers_ending_early']} end early), {fridays['count']} Fridays {fridays['first']} … "

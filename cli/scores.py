@@ -106,14 +106,17 @@ CORR_HEADERS = {"eras": ("eras", "eras"), "corr": ("corr_mean", "mean"), "std": 
 
 def summary_columns(row: dict) -> list[tuple[str, str]]:
     """(header, key) of the terminal summary for a summary row of `score` or `evaluate`: eras and corr
-    mean, std, sharpe, max drawdown; MMC and BMC mean, std, sharpe when present (BMC mean only, one
-    column per benchmark, when there are several); alpha and MPC mean, std, sharpe, max drawdown when
-    present; max feature exposure."""
+    mean, std, sharpe, max drawdown; MMC mean, std, sharpe and neutral MMC mean, sharpe (`evaluate`) and
+    BMC mean, std, sharpe when present (BMC mean only, one column per benchmark, when there are several);
+    alpha and MPC mean, std, sharpe, max drawdown when present; max feature exposure."""
     columns = [(header, next(k for k in keys if k in row)) for header, keys in CORR_HEADERS.items()
                if any(k in row for k in keys)]
-    for name in ("mmc", "bmc"):
-        if f"{name}_mean" in row:
-            columns += [(name, f"{name}_mean"), (f"{name} std", f"{name}_std"), (f"{name} sharpe", f"{name}_sharpe")]
+    if "mmc_mean" in row:
+        columns += [("mmc", "mmc_mean"), ("mmc std", "mmc_std"), ("mmc sharpe", "mmc_sharpe")]
+    if "neutral_mmc_mean" in row:
+        columns += [("neutral mmc", "neutral_mmc_mean"), ("neutral mmc sharpe", "neutral_mmc_sharpe")]
+    if "bmc_mean" in row:
+        columns += [("bmc", "bmc_mean"), ("bmc std", "bmc_std"), ("bmc sharpe", "bmc_sharpe")]
     columns += [(f"bmc {key[4:-5]}", key) for key in row
                 if key.startswith("bmc_") and key.endswith("_mean") and key != "bmc_mean"]
     for name in ("alpha", "mpc"):
@@ -131,7 +134,7 @@ def _print_summary(rows: list[dict]) -> None:
     for row in rows:
         table.add_row(row["prediction"], row["target"],
                       *(str(row[k]) if k == "eras" else f"{row[k]:.4f}" for _, k in columns))
-    Console(highlight=False, width=None if sys.stdout.isatty() else 200).print(table)
+    Console(highlight=False, width=None if sys.stdout.isatty() else 240).print(table)
 
 
 @click.command()

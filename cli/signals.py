@@ -55,10 +55,11 @@ def features(prices, out, targets, ticker_column, rsi_window, lags, max_gap_days
     PRICES has one row per ticker and trading day: a ticker column, date, close (> 0) and
     optionally volume, each ticker's rows in date order. Per ticker, daily indicators use prices
     up to that day only: RSI (simple means), 4- and 12-week log returns, 20-day volatility, the
-    5/20-day volume ratio. Each Friday (a ticker's Thursday row when it has no Friday row) they
-    become quintile codes 0..4 across tickers; then per ticker weekly lags 0..L-1, diffs (coded
-    per Friday as quintiles) and abs diffs. Warm-up rows and tickers without L+1 consecutive
-    complete Fridays are dropped and counted. The output ingests into a store as is.
+    5/20-day volume ratio. Each Friday (a ticker's last row of that week when it has no Friday
+    row: Thursday, else Wednesday…; never a later day) they become quintile codes 0..4 across
+    tickers; then per ticker weekly lags 0..L-1, diffs (coded per Friday as quintiles) and abs
+    diffs. Warm-up rows and tickers without L+1 consecutive complete Fridays are dropped and
+    counted. The output ingests into a store as is.
 
     \b
     Example:

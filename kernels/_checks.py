@@ -64,24 +64,29 @@ def era_offsets(offsets, n_rows: int) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.int64)
 
 
-def feature_matrix(features, n_rows: int) -> np.ndarray:
-    """Features ``(n, k)``: int8 EraStore codes kept as they are (no copy), anything else as float64.
+def feature_matrix(features, n_rows: int, name: str = "features") -> np.ndarray:
+    """Features ``(n, k)``: int8 EraStore codes kept as they are (no copy), anything else as finite float64.
 
     Float features must be finite: unlike store codes they have no missing convention.
     """
     array = np.asarray(features)
-    if array.ndim != 2:
-        msg = f"features must be 2-D (n, k), got shape {array.shape}"
-        raise InputError(msg)
-    same_rows(array, n_rows, "features")
-    if array.dtype == np.int8:
+    if array.ndim == 2 and array.dtype == np.int8:
+        same_rows(array, n_rows, name)
         return array
-    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
-        msg = f"features must be int8 store codes or numbers, got dtype {array.dtype}"
+    return finite_matrix(array, name, n_rows,
+                         fix="fill them (e.g. with the middle value) or pass the store's int8 codes")
+
+
+def finite_matrix(values, name: str, n_rows: int, fix: str = "fill them or drop those rows") -> np.ndarray:
+    """A 2-D numeric array ``(n, k)`` of finite values as C-contiguous float64; ``fix`` ends the NaN/inf message."""
+    array = np.asarray(values)
+    if array.ndim != 2:
+        msg = f"{name} must be 2-D (n, k), got shape {array.shape}"
         raise InputError(msg)
-    array = np.ascontiguousarray(array, dtype=np.float64)
+    same_rows(array, n_rows, name)
+    array, _ = columns(array, name)
     if not np.isfinite(array).all():
-        msg = "features contain NaN or inf; fill them (e.g. with the middle value) or pass the store's int8 codes"
+        msg = f"{name} contain NaN or inf; {fix}"
         raise InputError(msg)
     return array
 
@@ -95,11 +100,21 @@ def rank_method(method: str) -> bool:
 
 
 def finite_number(value, name: str) -> float:
-    number = float(value)
-    if not np.isfinite(number):
-        msg = f"{name} must be a finite number, got {value!r}"
+    """``value`` as a finite float: a real number (bool, int, float or a NumPy scalar of one), not a
+    string, None or an array."""
+    msg = f"{name} must be a finite number, got {shown(value)}"
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError):  # e.g. a ragged list
+        raise InputError(msg) from None
+    if array.ndim != 0 or array.dtype.kind not in "iufb" or not np.isfinite(array):
         raise InputError(msg)
-    return number
+    return float(array)
+
+
+def shown(value) -> str:
+    """``repr(value)`` on one line (an array's repr spans several), for error messages."""
+    return " ".join(repr(value).split())
 
 
 def shaped(result: np.ndarray, one_d: bool, dtype=np.float64) -> np.ndarray:

@@ -230,15 +230,36 @@ def contribution_eras(pred, meta, target, offsets):
             if rows.size == 0:
                 continue
             memo = _quantile_memo(memo, rows.size)
-            p = _gaussian_ranks(column[rows], memo)
-            m = _gaussian_ranks(meta_era[rows], memo)
-            mm = (m * m).sum()
-            if mm == 0:
-                continue
-            p_orth = p - m * ((p * m).sum() / mm)
-            t = target_era[rows]
-            if t.min() >= 0 and t.max() <= 1:
-                t = t * 4
-            t = t - t.sum() / t.size
-            out[era, j] = (t * p_orth).sum() / rows.size
+            out[era, j] = _orthogonal_contribution(_gaussian_ranks(column[rows], memo),
+                                                   _gaussian_ranks(meta_era[rows], memo), target_era[rows])
     return out
+
+
+@njit(parallel=True, cache=True)
+def orthogonal_contribution_eras(p, m, target, kept, offsets):
+    """Per era and column of ``p (n, m)`` :func:`_orthogonal_contribution` over the ``kept (n,)`` rows;
+    ``m`` and ``target`` are ``(n, 1)`` (see ``_xp_scores.orthogonal_contribution_block``)."""
+    n_cols = p.shape[1]
+    out = np.full((offsets.size - 1, n_cols), np.nan)
+    for era in prange(offsets.size - 1):
+        start, stop = offsets[era], offsets[era + 1]
+        rows = np.flatnonzero(kept[start:stop])
+        m_era = m[start:stop, 0][rows]
+        target_era = target[start:stop, 0][rows]
+        for j in range(n_cols):
+            out[era, j] = _orthogonal_contribution(p[start:stop, j][rows], m_era, target_era)
+    return out
+
+
+@njit(cache=True)
+def _orthogonal_contribution(p, m, t):
+    """``t_cᵀ p⊥ / n`` of one era's kept rows: ``p⊥ = p − m (pᵀm)/(mᵀm)``, t scaled ×4 when it lies in
+    [0, 1], then centered. NaN without rows, when ``mᵀm`` is 0 or NaN, or when p holds a NaN."""
+    mm = (m * m).sum()
+    if t.size == 0 or not mm > 0:
+        return np.nan
+    p_orth = p - m * ((p * m).sum() / mm)
+    if t.min() >= 0 and t.max() <= 1:
+        t = t * 4
+    t = t - t.sum() / t.size
+    return (t * p_orth).sum() / t.size

@@ -12,7 +12,7 @@ from ._xp_scores import _present_mean, gaussian_block, power, present
 PAYOUT_SCALE = 50.0  # numerai-tools divides the meta portfolio gradient by 50
 
 
-def kept_rows(xp, pred, target):
+def kept_rows(pred, target):
     """``(B, L, 1)`` mask of the rows numerai-tools keeps: every prediction column and the target present
     (its ``filter_sort_index`` of the predictions frame against the targets)."""
     return present(pred).all(axis=2, keepdims=True) & present(target)
@@ -41,7 +41,7 @@ def alpha_block(ns, pred, neutralizers, sample_weights, target):
     """
     xp = ns.xp
     t = target - _present_mean(xp, target)
-    kept = kept_rows(xp, pred, t)
+    kept = kept_rows(pred, t)
     weights = neutral_weights_block(ns, pred, neutralizers, sample_weights, kept)
     count = kept.sum(axis=1)  # (B, 1)
     score = (weights * xp.where(kept, t, 0.0)).sum(axis=1) / xp.maximum(count, 1)
@@ -58,7 +58,7 @@ def mpc_block(ns, pred, neutralizers, sample_weights, target, stakes):
     4. ``mpc = Rᵀ t_c / ‖v‖ / 50``; NaN below 2 kept rows or where ``‖v‖ = 0``.
     """
     xp = ns.xp
-    kept = kept_rows(xp, pred, target)
+    kept = kept_rows(pred, target)
     count = kept.sum(axis=1, keepdims=True)  # (B, 1, 1)
     safe_count = xp.maximum(count, 1)
     t = xp.where(kept, target, 0.0)

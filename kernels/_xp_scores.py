@@ -137,14 +137,28 @@ def contribution_block(ns, pred, meta, target):
 
     1. Keep the rows where the prediction column, the meta model and the target are present.
     2. ``p = ndtri(rank(pred))``, ``m = ndtri(rank(meta))`` over the kept rows.
-    3. ``p⊥ = p − m (pᵀm) / (mᵀm)`` (NaN when m is all zero: a constant meta model).
-    4. Targets, if all kept ones lie in [0, 1], are scaled ×4; then centered over the kept rows.
-    5. ``t_cᵀ p⊥ / n_kept``.
+    3. :func:`orthogonal_contribution_block` of p and m against the target (its steps 3–5).
     """
     xp = ns.xp
     kept = present(pred) & present(meta) & present(target)
-    p = xp.where(kept, gaussian_block(ns, xp.where(kept, pred, xp.nan)), 0.0)
-    m = xp.where(kept, gaussian_block(ns, xp.where(kept, meta, xp.nan)), 0.0)
+    p = gaussian_block(ns, xp.where(kept, pred, xp.nan))
+    m = gaussian_block(ns, xp.where(kept, meta, xp.nan))
+    return orthogonal_contribution_block(ns, p, m, target, kept)
+
+
+def orthogonal_contribution_block(ns, p, m, target, kept):
+    """Per era and column, the target's covariance with the part of ``p`` orthogonal to ``m``.
+
+    ``p (B, L, m)``, ``m`` and ``target (B, L, 1)`` are read on the rows where ``kept`` (``(B, L, m)``
+    or ``(B, L, 1)``) holds; a NaN there (a column constant in the era, once neutralized) gives NaN.
+
+    3. ``p⊥ = p − m (pᵀm) / (mᵀm)`` (NaN when m is all zero: a constant meta model).
+    4. Targets, if all kept ones lie in [0, 1], are scaled ×4; then centered over the kept rows.
+    5. ``t_cᵀ p⊥ / n_kept``; NaN for an era without kept rows.
+    """
+    xp = ns.xp
+    p = xp.where(kept, p, 0.0)
+    m = xp.where(kept, m, 0.0)
     mm = (m * m).sum(axis=1, keepdims=True)
     p_orth = p - m * (p * m).sum(axis=1, keepdims=True) / xp.where(mm > 0, mm, 1.0)
     t = xp.where(kept, target, xp.nan)

@@ -7,6 +7,10 @@ side gives one result column per column, paired with the same column of the othe
 side is paired with every column). numerai-tools' check that at least 80 % of the ids overlap is
 not applied: eras are scored on the rows both sides have, and callers decide what overlap is
 enough. Where numerai-tools asserts (a constant side, nothing in common) the result is NaN.
+
+One deviation: ``churn(..., top_bottom=n)`` of an era where a side has no present row is NaN,
+where numerai-tools returns 1.0 (no overlap with an empty top and bottom): a side without the era
+has no ranking to compare, and 1.0 would read as a complete change of picks.
 """
 
 from __future__ import annotations
@@ -15,13 +19,13 @@ import numpy as np
 
 from eraflow.engine.errors import InputError
 
-from ._checks import columns, era_offsets, finite_number, same_rows, shaped
+from ._checks import columns, era_offsets, finite_number, same_rows, shaped, shown
 from ._eras import map_eras
 from ._numba_churn import top_bottom_overlap_eras
 from ._xp_churn import top_bottom_overlap_block
 from .backend import array_namespace, resolve_backend
 from .correlation import correlation_columns
-from .neutralization import _gauss_residual, era_sums, neutralizer_matrix
+from .neutralization import _gauss_residual, neutralizer_matrix
 
 CHURN_RANGE = (0.0, 2.0)  # 1 − Spearman; rounding may carry it an ulp outside, which is clipped
 
@@ -73,8 +77,10 @@ def neutral_churn(a, b, neutralizers_a, neutralizers_b, offsets, *, backend: str
        ``r = neutralize(gaussianize(rank(x)), N)`` (with an intercept; each column on its own rows).
     2. ``1 − Spearman(r_a, r_b)`` over the rows where both residuals are present.
 
-    An era with no more rows than neutralizers has residuals exactly 0 here (rounding noise in
-    numerai-tools), hence NaN, as for a constant side.
+    A side whose rows in an era are no more than its varying neutralizers has residuals exactly 0
+    here (rounding noise in numerai-tools), hence NaN, as for a constant side. With one row more
+    (k_varying + 1, the intercept counting) the fit is exact too but the residuals are rounding
+    noise here as in numerai-tools, so the churn is noise: treat eras of at most k + 1 rows as unscored.
 
     Parameters
     ----------
@@ -126,8 +132,8 @@ def turnover(a, b, offsets) -> np.ndarray:
     x, y, one_d = _paired(a, b)
     offsets = era_offsets(offsets, len(x))
     both = ~np.isnan(x) & ~np.isnan(y)
-    shared = era_sums(both, offsets)
-    total = era_sums(np.where(both, np.abs(x - y), 0.0), offsets) / 2
+    shared = _era_sums(both, offsets)
+    total = _era_sums(np.where(both, np.abs(x - y), 0.0), offsets) / 2
     return shaped(np.where(shared > 0, total, np.nan), one_d)
 
 
@@ -153,10 +159,13 @@ def churn_penalty(neutral_churn, threshold: float = 0.1, scaling_factor: float =
     array([1.      , 1.      , 0.537883,      nan])
     """
     try:
-        values = np.asarray(neutral_churn, dtype=np.float64)
-    except (TypeError, ValueError):
-        msg = f"neutral_churn must be numbers in [0, 2], got {neutral_churn!r}"
-        raise InputError(msg) from None
+        values = np.asarray(neutral_churn)
+    except (TypeError, ValueError):  # e.g. a ragged list
+        values = None
+    if values is None or values.dtype.kind not in "iufb":  # None, strings, objects: NaN or a failed cast
+        msg = f"neutral_churn must be numbers in [0, 2], got {shown(neutral_churn)}"
+        raise InputError(msg)
+    values = values.astype(np.float64)
     outside = ~np.isnan(values) & ~((values >= CHURN_RANGE[0]) & (values <= CHURN_RANGE[1]))
     if outside.any():
         msg = f"neutral_churn must lie in [0, 2] (or be NaN), got {float(values[outside].flat[0])!r}"
@@ -180,6 +189,9 @@ def _paired(a, b) -> tuple[np.ndarray, np.ndarray, bool]:
     x, a_one_d = columns(a, "a")
     y, b_one_d = columns(b, "b")
     same_rows(y, len(x), "b")
+    if 0 in (x.shape[1], y.shape[1]):
+        msg = f"a and b need at least one column each, got shapes {np.shape(a)} and {np.shape(b)}"
+        raise InputError(msg)
     if x.shape[1] != y.shape[1]:
         if 1 not in (x.shape[1], y.shape[1]):
             msg = (f"a and b must have the same number of columns or one must be 1-D, "
@@ -188,6 +200,13 @@ def _paired(a, b) -> tuple[np.ndarray, np.ndarray, bool]:
         width = max(x.shape[1], y.shape[1])
         x, y = np.repeat(x, width // x.shape[1], axis=1), np.repeat(y, width // y.shape[1], axis=1)
     return x, y, a_one_d and b_one_d
+
+
+def _era_sums(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Per-era column sums ``(n_eras, m)`` of ``values (n, m)`` (NaN propagates; empty eras sum to 0)."""
+    era = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    return np.stack([np.bincount(era, weights=values[:, j], minlength=len(offsets) - 1)
+                     for j in range(values.shape[1])], axis=1)
 
 
 def _top_bottom(top_bottom) -> int:

@@ -28,10 +28,11 @@ import numpy as np
 
 from eraflow.engine.errors import InputError
 
-from . import _numba_linalg
+from . import _numba_linalg, _numba_scores
 from ._checks import columns, era_offsets, feature_matrix, finite_number, one_column, row_dtype, same_rows, shaped
 from ._eras import map_eras, map_rows
 from ._xp_linalg import exposure_block, neutralize_block
+from ._xp_scores import orthogonal_contribution_block
 from .backend import array_namespace, resolve_backend
 from .correlation import correlation_columns, numerai_corr_columns
 from .ranking import ranks
@@ -225,9 +226,13 @@ def neutral_contribution(predictions, meta_model, neutralizers, targets, offsets
     4. If every kept target lies in [0, 1], scale it ×4; center it over the kept rows.
     5. ``score = tᵀ p⊥ / n_kept`` (no 1.5 power, no variance normalization).
 
-    numerai-tools' 80 %-overlap assertion is not applied. Where ``m`` is exactly zero — a
-    constant meta model, or an era with no more rows than neutralizers, whose residuals are
-    exactly 0 here and rounding noise in numerai-tools — the score is NaN.
+    Steps 3–5 are ``_xp_scores.orthogonal_contribution_block``, shared with :func:`.correlation_contribution`.
+    numerai-tools' 80 %-overlap assertion is not applied. Where ``m`` is exactly zero the score is
+    NaN: a constant meta model, or an era whose kept rows are no more than its varying neutralizers
+    (which then fit them exactly: residuals exactly 0 here, rounding noise in numerai-tools). An
+    era of k_varying + 1 kept rows (the intercept counting) is fit exactly too, but its residuals
+    are rounding noise here as in numerai-tools, so its score is noise, not NaN: treat eras of at
+    most k + 1 kept rows as unscored.
 
     Parameters
     ----------
@@ -237,7 +242,7 @@ def neutral_contribution(predictions, meta_model, neutralizers, targets, offsets
         with a NaN float neutralizer is left out, as numerai-tools drops it
     targets : array (n,), float
     offsets : array (n_eras + 1,), int
-    backend : "auto", "numpy", "numba" or "cupy" (ranks and neutralization run there)
+    backend : "auto", "numpy", "numba" or "cupy" (every step runs there)
 
     Returns
     -------
@@ -256,8 +261,9 @@ def neutral_contribution(predictions, meta_model, neutralizers, targets, offsets
     offsets = era_offsets(offsets, len(x))
     feats, usable = neutralizer_matrix(neutralizers, len(x))
     kept = ~np.isnan(x).any(axis=1) & ~np.isnan(meta[:, 0]) & ~np.isnan(t[:, 0]) & usable
-    residual = _gauss_residual(np.hstack([x, meta]), feats, offsets, kept, resolve_backend(backend))
-    return shaped(_orthogonal_contribution(residual, t[:, 0], kept, offsets), one_d)
+    backend = resolve_backend(backend)
+    residual = _gauss_residual(np.hstack([x, meta]), feats, offsets, kept, backend)
+    return shaped(_orthogonal_contribution(residual, t, kept, offsets, backend), one_d)
 
 
 def neutralizer_matrix(neutralizers, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -269,42 +275,25 @@ def neutralizer_matrix(neutralizers, n_rows: int) -> tuple[np.ndarray, np.ndarra
     """
     array = np.asarray(neutralizers)
     if array.ndim != 2 or array.dtype.kind != "f":
-        return feature_matrix(array, n_rows), np.ones(n_rows, bool)
+        return feature_matrix(array, n_rows, "neutralizers"), np.ones(n_rows, bool)
     same_rows(array, n_rows, "neutralizers")
     if np.isinf(array).any():
         msg = "neutralizers contain inf; pass finite values (NaN marks a row without neutralizers)"
         raise InputError(msg)
     usable = ~np.isnan(array).any(axis=1)
-    return feature_matrix(np.where(usable[:, None], array, 0.0), n_rows), usable
+    return feature_matrix(np.where(usable[:, None], array, 0.0), n_rows, "neutralizers"), usable
 
 
-def _orthogonal_contribution(residual: np.ndarray, t: np.ndarray, kept: np.ndarray,
-                             offsets: np.ndarray) -> np.ndarray:
-    """Per era ``t_cᵀ p⊥ / n_kept`` with ``p⊥ = p − m (pᵀm)/(mᵀm)``: ``residual (n, m + 1)`` holds the
-    neutralized columns p and, last, the neutralized meta model m; t is scaled ×4 when every kept
-    value lies in [0, 1], then centered over the kept rows. Segment sums on the host, ``(n_eras, m)``.
-
-    ``t_cᵀ p⊥ = t_cᵀp − (t_cᵀm)(pᵀm)/(mᵀm)``, so four sums per era and column suffice.
-    """
-    r = np.where(kept[:, None], residual, 0.0)  # NaN stays only in columns constant in an era
-    p, m = r[:, :-1], r[:, -1:]
-    n_kept = era_sums(kept[:, None], offsets)
-    outside_unit = era_sums((kept & ~((t >= 0) & (t <= 1)))[:, None], offsets)
-    t = np.where(np.repeat(outside_unit[:, 0] == 0, np.diff(offsets)), 4 * t, t)
-    t_mean = era_sums(np.where(kept, t, 0.0)[:, None], offsets) / np.maximum(n_kept, 1)
-    t_c = np.where(kept, t - np.repeat(t_mean[:, 0], np.diff(offsets)), 0.0)[:, None]
-    mm = era_sums(m * m, offsets)
-    defined = (n_kept > 0) & (mm > 0)
-    safe_mm = np.where(defined, mm, 1.0)
-    score = (era_sums(t_c * p, offsets) - era_sums(t_c * m, offsets) * era_sums(p * m, offsets) / safe_mm)
-    return np.where(defined, score / np.maximum(n_kept, 1), np.nan)
-
-
-def era_sums(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Per-era column sums ``(n_eras, m)`` of ``values (n, m)`` (NaN propagates; empty eras sum to 0)."""
-    era = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
-    return np.stack([np.bincount(era, weights=values[:, j], minlength=len(offsets) - 1)
-                     for j in range(values.shape[1])], axis=1)
+def _orthogonal_contribution(residual: np.ndarray, t: np.ndarray, kept: np.ndarray, offsets: np.ndarray,
+                             backend: str) -> np.ndarray:
+    """Per era ``(n_eras, m)`` steps 3–5 of :func:`neutral_contribution` on a resolved backend:
+    ``residual (n, m + 1)`` holds the neutralized columns p and, last, the neutralized meta model."""
+    p, m = residual[:, :-1], residual[:, -1:]
+    if backend == "numba":
+        return _numba_scores.orthogonal_contribution_eras(p, m, t, kept, offsets)
+    ns = array_namespace(backend)
+    return map_eras(ns, lambda pp, mm, tt, kk: orthogonal_contribution_block(ns, pp, mm, tt, kk),
+                    [p, m, t, kept[:, None]], offsets, [np.nan, np.nan, np.nan, False], p.shape[1] + 3, p.shape[1])
 
 
 def _neutral_inputs(predictions, features, target, offsets) -> tuple:

@@ -24,7 +24,7 @@ import numpy as np
 from eraflow.engine.errors import InputError
 
 from . import _numba_portfolio
-from ._checks import columns, era_offsets, one_column, same_rows, shaped
+from ._checks import columns, era_offsets, finite_matrix, one_column, shaped
 from ._eras import map_eras
 from ._xp_portfolio import alpha_block, mpc_block
 from .backend import array_namespace, resolve_backend
@@ -151,16 +151,3 @@ def _portfolio_inputs(x: np.ndarray, neutralizers, sample_weights, targets):
         raise InputError(msg)
     return n_matrix, w, one_column(targets, "targets", len(x))
 
-
-def finite_matrix(values, name: str, n_rows: int) -> np.ndarray:
-    """A 2-D numeric array ``(n, k)`` of finite values as C-contiguous float64."""
-    array = np.asarray(values)
-    if array.ndim != 2:
-        msg = f"{name} must be 2-D (n, k), got shape {array.shape}"
-        raise InputError(msg)
-    array, _ = columns(array, name)
-    same_rows(array, n_rows, name)
-    if not np.isfinite(array).all():
-        msg = f"{name} contain NaN or inf; fill them or drop those rows"
-        raise InputError(msg)
-    return array

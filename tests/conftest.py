@@ -23,6 +23,14 @@ def private_ledger(tmp_path, monkeypatch) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def no_real_credentials(tmp_path, monkeypatch):
+    """Tests never see the user's keys or config file."""
+    monkeypatch.delenv("NUMERAI_PUBLIC_ID", raising=False)
+    monkeypatch.delenv("NUMERAI_SECRET_KEY", raising=False)
+    monkeypatch.setenv("ERAFLOW_NUMERAI_CONFIG", str(tmp_path / "no-such-config.toml"))
+
+
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth")

@@ -270,6 +270,69 @@ def test_neutralizer_problems_are_one_line_errors(tmp_path):
     assert CliRunner().invoke(cli, ["churn", str(dated)]).exit_code == 2  # click: PREVIOUS required
 
 
+SEDOLS = [f"{i:07d}" for i in range(1, 161)]  # numeric-looking tickers with leading zeros
+
+
+def sedol_frames(rng) -> tuple[pd.Series, pd.Series, pd.DataFrame]:
+    """A new and an old sedol submission and the undated neutralizers of their universe (sedols as text)."""
+    new = pd.Series(rng.uniform(size=150), index=pd.Index(SEDOLS[:150], name="sedol"), name="signal")
+    old = pd.Series(rng.uniform(size=150), index=pd.Index(SEDOLS[5:155], name="sedol"), name="signal")
+    neutral = pd.DataFrame(rng.normal(size=(160, 2)), columns=["n0", "n1"], index=pd.Index(SEDOLS, name="sedol"))
+    return new, old, neutral
+
+
+def test_csv_sedols_keep_their_leading_zeros(tmp_path):
+    """Guards: a CSV read with sedols as numbers ("0000001" → 1) matched none of the neutralizers' sedols, every
+    value became 0.5, the comparison was skipped and the payout was silently wrong; the CSVs must give the
+    parquet files' numbers."""
+    new, old, neutral = sedol_frames(np.random.default_rng(11))
+    neutral.reset_index().to_parquet(tmp_path / "n.parquet", index=False)
+    for suffix in ("csv", "parquet"):
+        write_signals(tmp_path / f"new.{suffix}", new)
+        write_signals(tmp_path / f"old.{suffix}", old)
+    csv = churn_of_files(tmp_path / "new.csv", [tmp_path / "old.csv"], tmp_path / "n.parquet", backend="numpy")
+    pq_ = churn_of_files(tmp_path / "new.parquet", [tmp_path / "old.parquet"], tmp_path / "n.parquet",
+                         backend="numpy")
+    assert csv.pairs[0].skipped == "" and csv.pairs[0].neutral_common == 160
+    assert csv.pairs[0].neutral_churn == pytest.approx(pq_.pairs[0].neutral_churn, abs=1e-12)
+    assert csv.mean_neutral_churn == pytest.approx(pq_.mean_neutral_churn, abs=1e-12) != 1.0
+    assert csv.pairs[0].churn == pytest.approx(nt.churn(new, old), abs=1e-9)
+
+
+def test_keys_outside_the_universe_are_an_error_not_a_payout(tmp_path):
+    """Guards: sedols that are not the neutralizers' (here numbers without leading zeros) were all filled with
+    0.5 and reported as mean neutral churn 1.0, payout retained 0.0002, exit 0."""
+    new, old, neutral = sedol_frames(np.random.default_rng(12))
+    neutral.reset_index().to_parquet(tmp_path / "n.parquet", index=False)
+    write_signals(tmp_path / "new.parquet", new)
+    write_signals(tmp_path / "old.parquet", old)
+    stripped = old.rename(index=lambda s: s.lstrip("0"))  # "0000006" → "6": not in the universe
+    write_signals(tmp_path / "stripped.parquet", stripped)
+    partly = old.rename(index=lambda s: s.lstrip("0") if int(s) % 2 == 0 else s)  # half outside: under 100 in
+    write_signals(tmp_path / "partly.parquet", partly)
+    for bad, count in (("stripped", 0), ("partly", 75)):
+        result = CliRunner().invoke(cli, ["churn", str(tmp_path / "new.parquet"), str(tmp_path / f"{bad}.parquet"),
+                                          "--neutralizers", str(tmp_path / "n.parquet")])
+        assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1, result.output
+        assert f"{bad}.parquet: {count} of its 150 sedol values are in the universe of" in result.stderr
+        assert "at least 100 needed" in result.stderr
+    fine = churn_of_files(tmp_path / "new.parquet", [tmp_path / "old.parquet"], tmp_path / "n.parquet",
+                          backend="numpy")
+    assert fine.pairs[0].skipped == "" and not math.isnan(fine.pairs[0].neutral_churn)
+
+
+def test_a_signals_parquet_indexed_by_ticker_is_read(tmp_path):
+    """Guards: only an `id` index was restored as a column, so df.set_index("numerai_ticker").to_parquet failed
+    ("has no id or ticker column") although `eraflow submit --signals` accepts it."""
+    rng = np.random.default_rng(13)
+    new, old = signals_series(rng, TICKERS[:150]), signals_series(rng, TICKERS[5:155])
+    new.to_frame().to_parquet(tmp_path / "new.parquet")  # numerai_ticker is the pandas index
+    old.to_frame().assign(friday_date=20261127).to_parquet(tmp_path / "old.parquet")
+    report = churn_of_files(tmp_path / "new.parquet", [tmp_path / "old.parquet"], backend="numpy")
+    assert report.pairs[0].churn == pytest.approx(nt.churn(new, old), abs=1e-9)
+    assert report.pairs[0].common == 145
+
+
 # ---------------------------------------------------------------- the weekly pipeline
 
 

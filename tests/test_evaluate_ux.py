@@ -84,13 +84,16 @@ def test_score_and_evaluate_print_corr_mean_std_sharpe_and_drawdown(store_path, 
     assert score.exit_code == 0 and evaluate.exit_code == 0, score.output + evaluate.output
     corr = ["prediction", "target", "eras", "corr", "std", "sharpe", "max dd", "mmc", "mmc std", "mmc sharpe"]
     assert _header(score.stdout) == [*corr, "max exposure"]
-    assert _header(evaluate.stdout) == [*corr, "bmc", "bmc std", "bmc sharpe", "max exposure"]
+    assert _header(evaluate.stdout) == [*corr, "neutral mmc", "neutral mmc sharpe", "bmc", "bmc std", "bmc sharpe",
+                                        "max exposure"]
     score_rows = [line.split() for line in score.stdout.splitlines()[1:]]
     evaluate_rows = [line.split() for line in evaluate.stdout.splitlines()[1:3]]
     assert [r[:10] for r in evaluate_rows] == [r[:10] for r in score_rows], "the same numbers in both"
     assert [r[-1] for r in evaluate_rows] == [r[-1] for r in score_rows]
     summary = evaluate_predictions(open_store(store_path), preds).summary()
     assert evaluate_rows[0][3:7] == [f"{summary[0][k]:.4f}" for k in ("mean", "std", "sharpe", "max_drawdown")]
+    with_meta = evaluate_predictions(open_store(store_path), preds, EvaluateOptions(meta_model=meta)).summary()
+    assert evaluate_rows[0][10:12] == [f"{with_meta[0][k]:.4f}" for k in ("neutral_mmc_mean", "neutral_mmc_sharpe")]
 
 
 # 2. benchmark files with several columns; --benchmark-column, --meta-column

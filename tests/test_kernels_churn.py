@@ -117,12 +117,17 @@ def test_identical_submissions_churn_exactly_zero(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_churn_nan_where_undefined(backend):
-    """A constant side (era 0), a side with no row (era 1), nothing shared (era 2)."""
+    """A constant side (era 0), a side with no row (era 1), nothing shared (era 2).
+
+    Top/bottom churn of era 1 is NaN where numerai-tools returns 1.0 (an empty top and bottom share
+    nothing): the one deviation the module doc states, pinned here on both sides."""
     a = np.array([1.0, 1, 1, np.nan, np.nan, 1, 2, np.nan, np.nan])
     b = np.array([1.0, 2, 3, 1, 2, np.nan, np.nan, 1, 2])
     offsets = np.array([0, 3, 5, 9])
     assert np.isnan(churn(a, b, offsets, backend=backend)).all()
     assert np.isnan(churn(a, b, offsets, top_bottom=1, backend=backend)[1])
+    index = pd.Index(["x", "y"])
+    assert signals.churn(present_series(a[3:5], index), present_series(b[3:5], index), top_bottom=1) == 1.0
 
 
 # --- neutral churn ----------------------------------------------------------------------------
@@ -164,7 +169,8 @@ def test_neutral_churn_float_neutralizers_with_missing_rows(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_neutral_churn_short_eras_are_nan(backend):
-    """Eras with no more rows than neutralizers + 1 have residuals exactly 0 (numerai-tools: rounding noise)."""
+    """Eras of 1–3 rows, no more than their varying neutralizers, have residuals exactly 0 (numerai-tools:
+    rounding noise), hence NaN."""
     got = neutral_churn(CASE.predictions, PREVIOUS, CASE.codes, CASE.codes, CASE.offsets, backend=backend)
     short = [era for era in ERAS if era not in REGRESSED]
     assert np.isnan(got[short]).all() and np.isfinite(got[REGRESSED]).all()
@@ -209,12 +215,23 @@ def test_churn_penalty_keeps_nan_and_shape_and_returns_a_float_for_a_scalar():
     (lambda: churn_penalty(-0.1), "neutral_churn must lie in [0, 2]"),
     (lambda: churn_penalty(np.inf), "neutral_churn must lie in [0, 2]"),
     (lambda: churn_penalty("high"), "neutral_churn must be numbers in [0, 2]"),
+    (lambda: churn_penalty(None), "neutral_churn must be numbers in [0, 2], got None"),
+    (lambda: churn_penalty([0.1, None]), "neutral_churn must be numbers in [0, 2]"),
+    (lambda: churn_penalty([0.1, [0.2]]), "neutral_churn must be numbers in [0, 2]"),
+    (lambda: churn_penalty(0.5, threshold="x"), "threshold must be a finite number, got 'x'"),
+    (lambda: churn_penalty(0.5, threshold=np.nan), "threshold must be a finite number"),
+    (lambda: churn_penalty(0.5, scaling_factor=None), "scaling_factor must be a finite number, got None"),
+    (lambda: churn_penalty(0.5, scaling_factor=[1.0, 2.0]), "scaling_factor must be a finite number"),
     (lambda: churn_penalty(0.5, threshold=3), "threshold must lie in [0, 2], got 3.0"),
     (lambda: churn_penalty(0.5, scaling_factor=0), "scaling_factor must be positive"),
     (lambda: churn([1.0, 2], [1.0, 2], [0, 2], top_bottom=-1), "top_bottom must be a whole number ≥ 0"),
     (lambda: churn([1.0, 2], [1.0, 2], [0, 2], top_bottom=1.5), "top_bottom must be a whole number ≥ 0"),
     (lambda: churn(np.ones((2, 2)), np.ones((2, 3)), [0, 2]), "a and b must have the same number of columns"),
     (lambda: turnover([1.0, 2], [1.0, 2, 3], [0, 2]), "b has 3 rows but the predictions have 2"),
+    (lambda: churn(np.empty((2, 0)), [1.0, 2], [0, 2]), "a and b need at least one column each"),
+    (lambda: turnover(np.ones((2, 2)), np.empty((2, 0)), [0, 2]), "a and b need at least one column each"),
+    (lambda: neutral_churn([1.0, 2], np.empty((2, 0)), np.zeros((2, 1)), np.zeros((2, 1)), [0, 2]),
+     "a and b need at least one column each"),
     (lambda: neutral_churn([1.0, 2], [1.0, 2], np.array([[np.inf], [0]]), np.zeros((2, 1)), [0, 2]),
      "neutralizers contain inf"),
 ])

@@ -3,8 +3,9 @@
 numerai-tools keeps the rows where every input is present (``filter_sort_index_many``) and asserts
 that this keeps 80 % of each input; the kernel does not assert. Where the case drops more than that
 the oracle is given the kept rows only (the same filtering, minus the assertion); one test lets
-numerai-tools filter by itself. Eras with no more rows than neutralizers are left out of the
-comparison (numerai-tools' residuals there are rounding noise); a test pins what we return.
+numerai-tools filter by itself. Eras of at most k + 1 rows (k neutralizers plus the intercept fit them
+exactly) are left out of the comparison (numerai-tools' residuals there are rounding noise); a test pins
+the NaN we return where the rows are no more than the varying neutralizers.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from numerai_tools import scoring
 from scipy.special import ndtri
 
 from eraflow.engine.errors import InputError
+from eraflow.kernels.correlation import correlation_contribution
 from eraflow.kernels.neutralization import neutral_contribution
 from tests.test_kernels_cases import BACKENDS, assert_matches, frame, mixed_case, per_era_scores, quiet, series
 
@@ -117,14 +119,29 @@ def test_predictions_equal_to_the_meta_model_contribute_nothing(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_constant_neutralizers_give_correlation_contribution(backend):
+    """A neutralizer constant in every era leaves only the intercept, and gaussian ranks are already
+    centered (up to ~1e-9 from ties, whose average ranks make them a hair asymmetric): the score is
+    correlation_contribution's (MMC) of the same rows. Guards the shared steps 3–5 (×4 rule, centering
+    over kept rows, p⊥) against drifting apart between the two kernels."""
+    pred, meta, target = CASE.predictions, CASE.meta, np.nan_to_num(CASE.target, nan=0.5)
+    constant = np.full((len(meta), 1), 2, np.int8)
+    got = neutral_contribution(pred, meta, constant, target, CASE.offsets, backend=backend)
+    want = correlation_contribution(pred, meta, target, CASE.offsets, backend=backend)
+    scored = [era for era, size in enumerate(CASE.sizes) if size > 2]
+    np.testing.assert_allclose(got[scored], want[scored], rtol=1e-7, atol=1e-12, err_msg="constant neutralizer")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_undefined_eras_are_nan(backend):
     """Constant meta model (era 0), a constant prediction column (era 1, column 1 only), no kept row
-    (era 2), no more rows than neutralizers (era 3: residuals exactly 0, not rounding noise)."""
+    (era 2), 3 rows and 4 neutralizers that all vary there (era 3: residuals exactly 0, not rounding noise)."""
     rng = np.random.default_rng(5)
     sizes = [30, 30, 20, 3]
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     pred, meta, target = rng.normal(size=(83, 2)), rng.normal(size=83), rng.choice([0, 0.5, 1.0], 83)
     neutralizers = rng.integers(0, 5, (83, 4)).astype(np.int8)
+    neutralizers[80:] = [[0, 1, 2, 3], [1, 2, 3, 4], [2, 0, 4, 1]]
     meta[:30] = 1.0
     pred[30:60, 1] = 0.2
     target[60:80] = np.nan
@@ -155,8 +172,12 @@ def test_an_era_is_scored_on_its_own_rows_only(backend):
      "neutralizers has 3 rows but the predictions have 2"),
     (lambda: neutral_contribution([1.0, 2], np.ones((2, 2)), np.zeros((2, 1)), [0.0, 1], [0, 2]),
      "meta_model must be one column"),
+    (lambda: neutral_contribution([1.0, 2], [1.0, 2], np.zeros((3, 1), np.int8), [0.0, 1], [0, 2]),
+     "neutralizers has 3 rows but the predictions have 2"),
     (lambda: neutral_contribution([1.0, 2], [1.0, 2], np.zeros(2), [0.0, 1], [0, 2]),
-     "features must be 2-D (n, k)"),
+     "neutralizers must be 2-D (n, k)"),
+    (lambda: neutral_contribution([1.0, 2], [1.0, 2], np.array([["a"], ["b"]]), [0.0, 1], [0, 2]),
+     "neutralizers must be numeric"),
 ])
 def test_bad_input_is_a_one_line_input_error(call, message):
     with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")) as error:

@@ -142,14 +142,6 @@ def served_files() -> dict[str, bytes]:
     return listing
 
 
-@pytest.fixture(autouse=True)
-def no_real_credentials(tmp_path, monkeypatch):
-    """Tests never see the user's keys or config file."""
-    monkeypatch.delenv("NUMERAI_PUBLIC_ID", raising=False)
-    monkeypatch.delenv("NUMERAI_SECRET_KEY", raising=False)
-    monkeypatch.setenv("ERAFLOW_NUMERAI_CONFIG", str(tmp_path / "no-such-config.toml"))
-
-
 @pytest.fixture
 def fake() -> FakeNumerAPI:
     return FakeNumerAPI(served_files())

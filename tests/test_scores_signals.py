@@ -261,7 +261,8 @@ def test_report_json_table_and_ledger_carry_alpha_and_mpc(signals, tmp_path):
     assert run["params"]["sample_weights"] == str(d / "weights.parquet")
     table = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "again")])
     assert table.exit_code == 0, table.output
-    header = re.split(r"\s{2,}", table.stdout.splitlines()[0].strip())
+    header = re.split(r"\s{2,}", table.stdout.splitlines()[0].strip())  # on one line in a pipe (width 240)
+    assert header[10:12] == ["neutral mmc", "neutral mmc sharpe"]
     assert header[-9:] == ["alpha", "alpha std", "alpha sharpe", "alpha max dd", "mpc", "mpc std", "mpc sharpe",
                            "mpc max dd", "max exposure"]
 
@@ -297,3 +298,45 @@ def test_score_and_evaluate_on_dask_equal_local_runs(signals):
         np.testing.assert_array_equal(dask_ev.per_era[key], local_ev.per_era[key], err_msg=key)
     for key in ("alpha", "mpc", "corr"):
         np.testing.assert_array_equal(getattr(dask_scores, key), getattr(local_scores, key), err_msg=key)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_one_kernel_call_per_nan_group_equals_each_column_alone(backend, monkeypatch):
+    """Guards the grouping of columns by NaN rows (one kernel call per group, not per column): a column's alpha,
+    MPC (stakes [0, …, 0, 1] over [group…, meta]) and neutral MMC equal the call on that column alone."""
+    from eraflow.engine.evaluation import evaluate, scoring
+    from eraflow.kernels import alpha, meta_portfolio_contribution, neutral_contribution
+
+    rng = np.random.default_rng(5)
+    offsets = np.array([0, 40, 95, 150])
+    n = offsets[-1]
+    x = rng.normal(size=(n, 5))
+    x[rng.random(n) < 0.1, 2] = np.nan  # columns 2 and 3 share their NaN rows; 4 has its own
+    x[:, 3] = np.where(np.isnan(x[:, 2]), np.nan, x[:, 3])
+    x[rng.random(n) < 0.1, 4] = np.nan
+    meta, t = x[:, 0] + rng.normal(size=n), rng.integers(0, 5, n) / 4
+    t[rng.random(n) < 0.05] = np.nan
+    features = rng.integers(0, 5, (n, 4)).astype(np.int8)
+    portfolio = scoring.Portfolio(rng.normal(size=(n, 3)) / np.sqrt(50), rng.uniform(0.5, 2, n))
+    assert [list(g) for g in scoring.nan_groups(x)] == [[0, 1], [2, 3], [4]]
+
+    def alone(score):
+        return np.column_stack([score(x[:, j]) for j in range(x.shape[1])])
+
+    want = {"alpha": alone(lambda p: alpha(p, portfolio.neutralizers, portfolio.weights, t, offsets, backend=backend)),
+            "mpc": alone(lambda p: meta_portfolio_contribution(
+                np.column_stack([p, meta]), [0.0, 1.0], portfolio.neutralizers, portfolio.weights, t, offsets,
+                backend=backend)[:, 0]),
+            "neutral_mmc": alone(lambda p: neutral_contribution(p, meta, features, t, offsets, backend=backend))}
+    calls = []
+    for module, name in ((scoring, "alpha"), (scoring, "meta_portfolio_contribution"),
+                         (evaluate, "neutral_contribution")):
+        kernel = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _k=kernel, _n=name, **kw: calls.append(_n) or _k(*a, **kw))
+    got = {"alpha": scoring.alpha_per_era(x, portfolio, t, offsets, backend),
+           "mpc": scoring.mpc_per_era(x, meta, portfolio, t, offsets, backend),
+           "neutral_mmc": evaluate.neutral_mmc_per_era(x, meta, features, t, offsets, backend)}
+    assert sorted(calls) == sorted(["alpha", "meta_portfolio_contribution", "neutral_contribution"] * 3)
+    for key, value in want.items():
+        assert np.isfinite(value).all(), key
+        np.testing.assert_allclose(got[key], value, rtol=1e-12, atol=1e-15, err_msg=key)

@@ -30,6 +30,7 @@ from eraflow.engine.signals.features import (
 
 START = dt.date(2001, 1, 1)
 HOLIDAY_FRIDAYS = (dt.date(2001, 6, 15), dt.date(2001, 12, 21))  # no row anywhere: Thursday rows stand in
+HOLIDAY_THU_FRI = (dt.date(2001, 11, 15), dt.date(2001, 11, 16))  # no row anywhere: Wednesday rows stand in
 LAGS = 3
 INDICATORS = ("rsi", "ret_4w", "ret_12w", "vol_20d", "volume_ratio")
 
@@ -46,7 +47,7 @@ def assert_refused(result, *words: str) -> None:
 
 def business_days(start: dt.date, n: int) -> list[dt.date]:
     days = pd.bdate_range(start, periods=n).date
-    return [d for d in days if d not in HOLIDAY_FRIDAYS]
+    return [d for d in days if d not in HOLIDAY_FRIDAYS + HOLIDAY_THU_FRI]
 
 
 def walk(rng, n: int) -> np.ndarray:
@@ -56,7 +57,8 @@ def walk(rng, n: int) -> np.ndarray:
 def price_table(seed: int = 0) -> pd.DataFrame:
     """Tickers exercising every path: full histories, one with a flat stretch (RSI 0/0), a pair where B
     starts the week after A ends (lags must not mix them), one missing a week (a broken lag run),
-    one too short, one that never trades on Thursday or Friday, one missing every third week."""
+    one too short, one that never trades on Thursday or Friday (sampled on Wednesdays), one trading on
+    weekends only (never sampled), one missing every third week."""
     rng = np.random.default_rng(seed)
     frames = []
 
@@ -74,10 +76,11 @@ def price_table(seed: int = 0) -> pd.DataFrame:
     a_days = business_days(START, 160)
     add("PAIR_A US", a_days)
     add("PAIR_B US", business_days(a_days[-1] + dt.timedelta(days=3), 170))
-    add("HOLE US", [d for d in days if not (dt.date(2001, 7, 12) <= d <= dt.date(2001, 7, 13))])
+    add("HOLE US", [d for d in days if not (dt.date(2001, 7, 9) <= d <= dt.date(2001, 7, 13))])
     add("SHORT US", business_days(START, 40))
     add("MONWED US", [d for d in days if d.weekday() <= 2])
-    add("GAPPY US", [d for d in days if not (d.weekday() >= 3 and (d - START).days // 7 % 3 == 2)])
+    add("WEEKEND US", [d for d in pd.date_range(START, periods=400).date if d.weekday() >= 5])
+    add("GAPPY US", [d for d in days if (d - START).days // 7 % 3 != 2])
     return pd.concat(frames, ignore_index=True)
 
 
@@ -127,11 +130,11 @@ def oracle_codes(values: pd.Series, eras: pd.Series) -> pd.Series:
 
 
 def oracle_weekly(prices: pd.DataFrame) -> pd.DataFrame:
-    """Friday samples (Friday row, else Thursday row) with per-Friday codes of every indicator."""
+    """Friday samples (a ticker's last Monday–Friday row of the week) with per-Friday codes of every indicator."""
     daily = pandas_indicators(prices)
     dates = pd.to_datetime(daily["date"])
-    week = daily[dates.dt.day_of_week.isin([3, 4])].copy()
-    week["friday"] = (dates + pd.to_timedelta((dates.dt.day_of_week == 3).astype(int), unit="D"))[week.index]
+    week = daily[dates.dt.day_of_week <= 4].copy()
+    week["friday"] = (dates + pd.to_timedelta(4 - dates.dt.day_of_week, unit="D"))[week.index]
     week = week.sort_values(["numerai_ticker", "friday", "date"]).groupby(["numerai_ticker", "friday"]).last()
     week = week.reset_index()
     for name in INDICATORS:
@@ -181,17 +184,21 @@ def test_indicator_functions_on_hand_values():
 
 # -- Friday sampling and codes -------------------------------------------------------------------
 
-def test_thursday_fallback_never_pulls_a_later_day():
-    """A week's sample is its Friday row, else its Thursday row: never a Saturday, never next Monday."""
+def test_weekly_sample_is_the_last_weekday_row_never_a_later_day():
+    """A week's sample is its Friday row, else its last Monday–Thursday row: never a weekend row, never
+    next Monday's (guards a Thursday + Friday holiday week losing its Friday)."""
     days = {"A": ["2021-01-07", "2021-01-08"],  # Thu + Fri → Fri
-            "B": ["2021-01-07", "2021-01-11"],  # Thu + next Mon → Thu for Fri 01-08; nothing for 01-15
-            "C": ["2021-01-06", "2021-01-09", "2021-01-11"]}  # Wed, Sat, Mon → no sample
+            "B": ["2021-01-07", "2021-01-11"],  # Thu, next Mon → Thu for Fri 01-08, Mon for Fri 01-15
+            "C": ["2021-01-05", "2021-01-06", "2021-01-09", "2021-01-10"],  # Tue, Wed, Sat, Sun → Wed for 01-08
+            "D": ["2021-01-09", "2021-01-10"]}  # weekend only → no sample
     tick = np.concatenate([np.full(len(v), i) for i, v in enumerate(days.values())])
     day = np.array([(dt.date.fromisoformat(d) - dt.date(1970, 1, 1)).days for v in days.values() for d in v])
     rows, fridays = friday_rows(tick, day)
     friday = (dt.date(2021, 1, 8) - dt.date(1970, 1, 1)).days
-    assert rows.tolist() == [1, 2] and fridays.tolist() == [friday, friday]
-    assert (day[rows] <= fridays).all()
+    assert rows.tolist() == [1, 2, 3, 5] and fridays.tolist() == [friday, friday, friday + 7, friday]
+    assert ((fridays - day[rows] >= 0) & (fridays - day[rows] <= 4)).all()
+    empty = friday_rows(tick[-2:], day[-2:])  # guards an IndexError when no row falls on a weekday
+    assert len(empty[0]) == len(empty[1]) == 0
 
 
 def test_quintile_codes_match_scipy_average_ranks():
@@ -244,27 +251,33 @@ def test_features_equal_pandas_pipeline(prices_path, features):
 
 
 def test_holiday_fridays_use_thursday_and_broken_runs_drop_rows(features):
-    """A market-wide holiday Friday is an era (Thursday rows); HOLE's missing week and GAPPY's every-third
-    missing week drop their rows; SHORT and MONWED never get a complete Friday."""
-    assert {pd.Timestamp(d) for d in HOLIDAY_FRIDAYS} <= set(features["date"])
+    """A market-wide holiday Friday is an era (Thursday rows), so is a Thursday + Friday holiday week's
+    (Wednesday rows) and no ticker loses the L + 1 rows after it; HOLE's missing week and GAPPY's every-third
+    missing week drop their rows; SHORT and WEEKEND never get a complete Friday; MONWED is sampled on
+    Wednesdays."""
+    thu_fri = pd.Timestamp(HOLIDAY_THU_FRI[1])
+    assert {pd.Timestamp(d) for d in (*HOLIDAY_FRIDAYS, thu_fri)} <= set(features["date"])
+    t0 = set(features[features["numerai_ticker"] == "T0 US"]["date"])
+    assert {thu_fri + pd.Timedelta(weeks=d) for d in range(LAGS + 1)} <= t0
     hole = features[features["numerai_ticker"] == "HOLE US"]["date"]
     assert not hole.between(pd.Timestamp(2001, 7, 13), pd.Timestamp(2001, 7, 13) + pd.Timedelta(weeks=LAGS)).any()
-    assert not features["numerai_ticker"].isin(["SHORT US", "MONWED US", "GAPPY US"]).any()
+    assert not features["numerai_ticker"].isin(["SHORT US", "WEEKEND US", "GAPPY US"]).any()
+    assert (features["numerai_ticker"] == "MONWED US").sum() > 20
     pair_b = features[features["numerai_ticker"] == "PAIR_B US"]["date"]
     assert pair_b.min() > pd.Timestamp(2001, 8, 10) + pd.Timedelta(weeks=12)  # its own warm-up, not A's history
 
 
 def test_drops_are_counted_by_reason(prices_path):
     result = signals_features(prices_path, FeatureOptions(lags=LAGS))
-    assert result.tickers_dropped == {"indicators": 2, "lags": 1}  # SHORT, MONWED; GAPPY
+    assert result.tickers_dropped == {"indicators": 2, "lags": 1}  # SHORT, WEEKEND; GAPPY
     assert result.rows_dropped["indicators"] > 0 and result.rows_dropped["lags"] > 0
-    assert result.describe()["tickers_kept"] == 12
+    assert result.describe()["tickers_kept"] == 13
 
 
-@pytest.mark.parametrize("friday", [dt.date(2001, 9, 14), HOLIDAY_FRIDAYS[1]])
+@pytest.mark.parametrize("friday", [dt.date(2001, 9, 14), HOLIDAY_FRIDAYS[1], HOLIDAY_THU_FRI[1]])
 def test_no_look_ahead_price_shock_after_friday(prices_path, tmp_path, features, friday):
     """Seed acceptance 38 / leak L9: shocking every price after Friday t (also a holiday Friday, whose
-    Thursday rows stand in), dropping a ticker's later rows and adding a ticker after t leave every
+    Thursday rows stand in, and a Thursday + Friday holiday, whose Wednesday rows stand in), dropping a ticker's later rows and adding a ticker after t leave every
     feature at Fridays ≤ t unchanged."""
     t = pd.Timestamp(friday)
     prices = pl.read_parquet(prices_path).to_pandas()
@@ -327,6 +340,14 @@ def bad_table(kind: str) -> pd.DataFrame:
         return frame.assign(close=np.where(frame.index == 4, 0.0, 10.0))
     if kind == "nan close":
         return frame.assign(close=np.where(frame.index == 4, np.nan, 10.0))
+    if kind == "inf close":
+        return frame.assign(close=np.where(frame.index == 4, np.inf, 10.0))
+    if kind == "inf volume":
+        return frame.assign(volume=np.where(frame.index == 6, np.inf, 1.0))
+    if kind == "no rows":
+        return frame.iloc[:0]
+    if kind == "weekends only":
+        return frame.assign(date=pd.date_range(START + dt.timedelta(days=5), periods=30, freq="7D").date)
     if kind == "no close":
         return frame.drop(columns="close")
     if kind == "no ticker":
@@ -344,6 +365,10 @@ def bad_table(kind: str) -> pd.DataFrame:
     ("gap", ["A US", "--max-gap-days"]),
     ("zero close", ["close 0.0", "A US", "> 0"]),
     ("nan close", ["close nan", "> 0"]),
+    ("inf close", ["close inf", "A US", "finite"]),  # guards inf accepted with exit 0 and a NumPy warning
+    ("inf volume", ["volume inf", "A US", "finite"]),
+    ("no rows", ["prices.parquet has no rows"]),  # guards an internal IndexError (exit 1)
+    ("weekends only", ["no ticker has 6 consecutive Fridays"]),  # no weekday row: the same IndexError
     ("no close", ["no close column"]),
     ("no ticker", ["numerai_ticker", "--ticker-column"]),
     ("bad date", ["2001/01/01", "not a date"]),
@@ -366,6 +391,20 @@ def test_bad_options_and_files_refused_in_one_line(prices_path, tmp_path):
     assert_refused(invoke("signals", "features", prices_path, "-o", out, "--targets", tmp_path / "targets.parquet"),
                    "two rows", "T1 US")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("rename, words", [({"date": "day"}, ["no date column", "friday_date, date", "rename"]),
+                                           ({"numerai_ticker": "sym"}, ["no ticker column", "bloomberg_ticker",
+                                                                       "rename"])])
+def test_targets_without_key_columns_hint_at_renaming(prices_path, tmp_path, rename, words):
+    """Guards a hint naming an option that does not exist (--date-column) or that means PRICES' column
+    (--ticker-column) when the --targets file lacks its date or ticker column."""
+    targets = pd.DataFrame({"numerai_ticker": ["T1 US"], "date": [dt.date(2001, 6, 1)], "target": 0.5})
+    write_prices(tmp_path / "targets.parquet", targets.rename(columns=rename))
+    result = invoke("signals", "features", prices_path, "-o", tmp_path / "out.parquet", "--targets",
+                    tmp_path / "targets.parquet")
+    assert_refused(result, "targets.parquet", *words)
+    assert "-column" not in result.stderr
 
 
 def test_refuses_to_replace_a_file_it_did_not_write(prices_path, tmp_path):

@@ -169,6 +169,8 @@ def bad_inputs(tmp_path) -> dict:
         "float_date": write_frame(tmp_path / "float_date.parquet", df.assign(date=1.5)),
         "null_date": write_frame(tmp_path / "null_date.parquet", df.assign(date=df.date.where(df.index != 5, None))),
         "ok": write_frame(tmp_path / "ok.parquet", df),
+        "bloomberg": write_frame(tmp_path / "bloomberg.parquet", df.rename(
+            columns={"numerai_ticker": "bloomberg_ticker", "date": "friday_date"})),
         "classic": write_parquet(tmp_path / "classic.parquet", tiny_frame()),
     }
     t0, d0 = dup.numerai_ticker.iloc[-1], dup.date.iloc[-1].isoformat()
@@ -187,13 +189,18 @@ def bad_inputs(tmp_path) -> dict:
         "era and id the same": ([paths["ok"], "--era-column", "date", "--id-column", "date"],
                                 "date cannot be both the era (date) and the id (ticker) column"),
         "keyed and classic": ([paths["ok"], paths["classic"]], "ingest Signals and classic files into separate"),
+        "two ticker columns": ([paths["ok"], paths["bloomberg"]], "bloomberg.parquet is keyed by ticker column "
+                                                                  "bloomberg_ticker but ok.parquet by numerai_ticker"),
     }
 
 
 @pytest.mark.parametrize("case", ["duplicate date and ticker", "two times of one day", "unknown ticker column",
                                   "unknown --id-column", "unknown --era-column", "not a date", "missing ticker",
-                                  "missing date", "float dates", "era and id the same", "keyed and classic"])
+                                  "missing date", "float dates", "era and id the same", "keyed and classic",
+                                  "two ticker columns"])
 def test_bad_signals_files_are_one_line_exit_2_and_build_nothing(tmp_path, case):
+    """Guards "two ticker columns": numerai_ticker and bloomberg_ticker ids merged into one store (a date column
+    named differently stays allowed: test_keyed_sources_concatenate_like_classic_ones)."""
     argv, message = bad_inputs(tmp_path)[case]
     line = one_error_line(run("ingest", *argv, tmp_path / "store", "--quiet"))
     assert message in line, line

@@ -33,6 +33,7 @@ from eraflow.engine.signals.submission import (
     SIGNAL_COLUMNS,
     TICKER_COLUMNS,
     latest_era_signals,
+    percentile_ranks,
     read_universe,
     validate_signals_submission,
 )
@@ -265,6 +266,18 @@ def test_latest_era_is_the_newest_friday_ranked_as_pandas_does(tmp_path):
     assert latest.frame["signal"].iloc[10] == latest.frame["signal"].iloc[11]
 
 
+def test_percentile_ranks_equal_pandas_average_ranks():
+    """eraflow's one (rank − 0.5) / count (synthetic Signals data uses it too): pandas' average ranks as oracle,
+    ties and NaN included, ndarray or Series."""
+    rng = np.random.default_rng(3)
+    values = np.round(rng.normal(size=500), 1)
+    values[rng.choice(500, 40, replace=False)] = np.nan
+    series = pd.Series(values)
+    expected = ((series.rank(method="average") - 0.5) / series.count()).to_numpy()
+    np.testing.assert_array_equal(percentile_ranks(values), expected)
+    np.testing.assert_array_equal(percentile_ranks(series), expected)
+
+
 def test_latest_era_needs_keyed_ids_and_one_column(tmp_path):
     frame = pd.DataFrame({"id": ["n1", "n2"], "era": "0001", "prediction": [0.1, 0.2]})
     with pytest.raises(InputError, match=r"ids are not keyed as <era>\|<ticker>.*store ingested from Signals"):
@@ -273,7 +286,7 @@ def test_latest_era_needs_keyed_ids_and_one_column(tmp_path):
     with pytest.raises(InputError, match=r"has 2 prediction columns \(pred_a, pred_b\); choose one with --column"):
         latest_era_signals(two, "numerai_ticker")
     assert latest_era_signals(two, "numerai_ticker", "pred_b").column == "pred_b"
-    with pytest.raises(InputError, match=r"no prediction column 'pred_c' \(prediction columns: pred_a, pred_b\)"):
+    with pytest.raises(InputError, match=r"no prediction column 'pred_c' \(numeric columns: pred_a, pred_b\)"):
         latest_era_signals(two, "numerai_ticker", "pred_c")
 
 
@@ -316,14 +329,6 @@ class FakeSignalsAPI:
         self._call("upload_predictions")
         self.uploads.append((os.path.basename(file_path), model_id, Path(file_path).read_bytes()))
         return "signals-submission-7"
-
-
-@pytest.fixture(autouse=True)
-def no_real_credentials(tmp_path, monkeypatch):
-    """Tests never see the user's keys or config file."""
-    monkeypatch.delenv("NUMERAI_PUBLIC_ID", raising=False)
-    monkeypatch.delenv("NUMERAI_SECRET_KEY", raising=False)
-    monkeypatch.setenv("ERAFLOW_NUMERAI_CONFIG", str(tmp_path / "no-such-config.toml"))
 
 
 @pytest.fixture

@@ -49,11 +49,12 @@ def read(data: Path, name: str) -> pd.DataFrame:
 
 
 def sample_closes(prices: pd.DataFrame, fridays) -> pd.DataFrame:
-    """Oracle of the sampling rule: per (Friday, ticker) the Friday's close, else the Thursday's; never later."""
+    """Oracle of the sampling rule: per (Friday, ticker) the Friday's close, else the Thursday's, …, else the
+    Monday's; never later."""
     by_key = prices.set_index(["numerai_ticker", "date"])["close"]
     rows = []
     for friday in fridays:
-        for day in (friday, friday - timedelta(days=1)):
+        for day in (friday - timedelta(days=k) for k in range(5)):
             on_day = prices.loc[prices["date"] == day, ["numerai_ticker"]].assign(friday=friday, day=day)
             rows.append(on_day)
     frame = pd.concat(rows).drop_duplicates(["friday", "numerai_ticker"], keep="first")  # Friday first
@@ -110,6 +111,19 @@ def test_each_ticker_history_is_sorted_without_long_gaps(data):
     gaps = prices.groupby("numerai_ticker")["date"].diff().dropna()
     assert gaps.min() >= timedelta(days=1) and gaps.max() <= timedelta(days=4)
     assert list(prices["numerai_ticker"]) == sorted(prices["numerai_ticker"]), "ticker-major order"
+
+
+def test_a_ticker_ending_midweek_is_sampled_on_its_last_day(tmp_path):
+    """Guards the synthetic weekly files disagreeing with `eraflow signals features` on a ticker whose last
+    trading day is a Monday to Wednesday: both sample that day for the week's Friday."""
+    write_signals_synthetic(tmp_path, SignalsSynthSpec(tickers=80, weeks=30, neutralizers=4, seed=5))
+    prices = read(tmp_path, "prices")
+    ends = prices.groupby("numerai_ticker")["date"].max()
+    midweek = ends[[d.weekday() <= 2 and d < prices["date"].max() for d in ends]]
+    assert len(midweek), "the seed must give a ticker ending on a Monday to Wednesday"
+    weights = read(tmp_path, "sample_weights").set_index(["numerai_ticker", "date"])
+    for ticker, end in midweek.items():
+        assert (ticker, end + timedelta(days=4 - end.weekday())) in weights.index, ticker
 
 
 def test_some_tickers_start_late_or_end_early(data):
@@ -251,6 +265,14 @@ def test_cli_bad_options_exit_2_on_one_line(tmp_path, args, message):
     assert result.exit_code == 2, result.output
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists(), "nothing written"
+
+
+def test_sizes_beyond_the_memory_cap_are_refused_before_any_work(tmp_path):
+    """Guards "internal error: MemoryError" (exit 1) leaving an empty OUT_DIR behind."""
+    result = run("synth", "--signals", tmp_path / "out", "--tickers", 100_000, "--weeks", 5_000)
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.output
+    assert "--tickers 100000 × --weeks 5000 needs about" in result.stderr and "GiB" in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_cli_refuses_a_directory_it_did_not_make_and_replaces_its_own(tmp_path):

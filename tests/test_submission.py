@@ -145,6 +145,20 @@ def test_read_submission_csv_parquet_and_index(tmp_path):
         assert eraflow_accepts(back, LIVE), name
 
 
+def test_read_submission_keeps_ticker_text_and_a_ticker_index(tmp_path):
+    """Guards: only `id` was read as text and restored from a pandas index, so CSV sedols lost their leading zeros
+    ("0012345" → 12345) and a Signals parquet indexed by numerai_ticker lost its tickers."""
+    df = pd.DataFrame({"sedol": ["0012345", "0000007"], "bloomberg_ticker": ["1234 JP", "007 HK"],
+                       "numerai_ticker": ["0042", "A US"], "signal": [0.2, 0.8]})
+    df.to_csv(tmp_path / "s.csv", index=False)
+    assert read_submission(tmp_path / "s.csv").to_dict("list") == df.to_dict("list")
+    df[["numerai_ticker", "signal"]].set_index("numerai_ticker").to_parquet(tmp_path / "indexed.parquet")
+    back = read_submission(tmp_path / "indexed.parquet", "submission")
+    assert back.to_dict("list") == {"numerai_ticker": ["0042", "A US"], "signal": [0.2, 0.8]}
+    with pytest.raises(InputError, match="no such universe file"):
+        read_submission(tmp_path / "nope.parquet", "universe")
+
+
 def test_read_submission_bad_files(tmp_path):
     with pytest.raises(InputError, match="no such prediction file"):
         read_submission(tmp_path / "nope.csv")

@@ -216,6 +216,10 @@ def plan_ingest(paths: Sequence[str | Path], options: IngestOptions = IngestOpti
         keyed, classic = (mixed, sources[0]) if mixed.keyed else (sources[0], mixed)
         raise InputError(f"{keyed.name} is keyed by ({keyed.era_column}, {keyed.id_column}) but {classic.name} has "
                          "era and id columns; ingest Signals and classic files into separate stores")
+    other = next((s for s in sources if s.keyed and s.id_column != sources[0].id_column), None)
+    if other is not None:  # one store, one ticker namespace: numerai_ticker and bloomberg_ticker ids never match
+        raise InputError(f"{other.name} is keyed by ticker column {other.id_column} but {sources[0].name} by "
+                         f"{sources[0].id_column}; give every Signals file the same ticker column (rename one)")
     doc = read_features_json(options.features_json) if options.features_json else {"feature_sets": {}}
     features = _choose_features(sources[0], options, doc["feature_sets"])
     if not features:

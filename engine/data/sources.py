@@ -4,7 +4,8 @@ A classic source has an ``era`` column and a unique ``id`` (a column or the pand
 source (Numerai Signals) names a row by (date, ticker): its era is the ISO date of its date column
 and its id ``"<era>|<ticker>"`` (:mod:`eraflow.engine.signals.keys`). A source is keyed when
 ``--era-column``/``--id-column`` name other columns than ``era``/``id``, when it has no ``era``
-column, or when it has no id but a ticker column.
+column (except a file with an ``id`` and neither a date nor a ticker column: a classic file without its
+era, refused as such), or when it has no id but a ticker column.
 """
 
 from __future__ import annotations
@@ -61,6 +62,12 @@ def footer_digest(path: Path) -> str:
         return hashlib.sha256(fh.read(length)).hexdigest()[:32]
 
 
+def is_parquet(path: Path) -> bool:
+    """Whether ``path`` starts with the parquet magic ``PAR1`` (else it is read as CSV)."""
+    with open(path, "rb") as fh:
+        return fh.read(4) == b"PAR1"
+
+
 def open_parquet(path: Path) -> pq.ParquetFile:
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -103,11 +110,16 @@ def _id_column(path: Path, schema: pa.Schema) -> str:
 
 def is_keyed(schema: pa.Schema, era_column: str | None = None, id_column: str | None = None) -> bool:
     """Whether rows are named by (date, ticker): other key columns asked for than ``era``/``id``, no ``era``
-    column, or no id (column or pandas index) but a ticker column."""
-    if era_column not in (None, ERA_COLUMN) or id_column not in (None, ID_COLUMN) or ERA_COLUMN not in schema.names:
+    column (unless the file has an ``id`` but neither a date nor a ticker column: a classic file lacking its
+    era), or no id (column or pandas index) but a ticker column."""
+    if era_column not in (None, ERA_COLUMN) or id_column not in (None, ID_COLUMN):
         return True
-    has_id = ID_COLUMN in schema.names or _pandas_index(schema) is not None
-    return not has_id and any(name in schema.names for name in TICKER_COLUMNS)
+    names = schema.names
+    has_id = ID_COLUMN in names or _pandas_index(schema) is not None
+    has_ticker = any(name in names for name in TICKER_COLUMNS)
+    if ERA_COLUMN not in names:
+        return not has_id or has_ticker or any(name in names for name in ERA_COLUMNS)
+    return not has_id and has_ticker
 
 
 def _value_type(schema: pa.Schema, column: str) -> pa.DataType:
@@ -115,7 +127,9 @@ def _value_type(schema: pa.Schema, column: str) -> pa.DataType:
     return t.value_type if pa.types.is_dictionary(t) else t
 
 
-def _is_text(t: pa.DataType) -> bool:
+def is_text(t: pa.DataType) -> bool:
+    """A string type, plain or dictionary-encoded."""
+    t = t.value_type if pa.types.is_dictionary(t) else t
     return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
 
 
@@ -127,17 +141,19 @@ def _keyed_columns(path: Path, schema: pa.Schema, era_column: str | None, id_col
     if era == ticker:
         raise InputError(f"{path}: {era} cannot be both the era (date) and the id (ticker) column")
     era_type, ticker_type = _value_type(schema, era), _value_type(schema, ticker)
-    if not (pa.types.is_date(era_type) or pa.types.is_timestamp(era_type) or _is_text(era_type)
+    if not (pa.types.is_date(era_type) or pa.types.is_timestamp(era_type) or is_text(era_type)
             or pa.types.is_integer(era_type)):
         raise InputError(f"{path}: era column {era} has type {era_type}; expected dates, YYYY-MM-DD or YYYYMMDD")
-    if not (_is_text(ticker_type) or pa.types.is_integer(ticker_type)):
+    if not (is_text(ticker_type) or pa.types.is_integer(ticker_type)):
         raise InputError(f"{path}: id column {ticker} has type {ticker_type}; expected tickers (strings)")
     return era, ticker
 
 
 def _check_era_type(path: Path, schema: pa.Schema) -> None:
+    if ERA_COLUMN not in schema.names:
+        raise InputError(f"{path} has no era column (`{ERA_COLUMN}`)")
     era_type = _value_type(schema, ERA_COLUMN)
-    if not (pa.types.is_string(era_type) or pa.types.is_large_string(era_type) or pa.types.is_integer(era_type)):
+    if not (is_text(era_type) or pa.types.is_integer(era_type)):
         raise InputError(f"{path}: era column has type {era_type}; expected strings like 0001 or integers")
 
 

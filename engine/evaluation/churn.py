@@ -14,7 +14,10 @@ For each earlier submission (numerai-tools 0.7.2, :mod:`numerai_tools.signals`):
   rows of its date — as ``clean_submission(rank_and_fill=True)`` does: values of the universe's
   tickers tie-kept ranked ``(rank − 0.5) / count``, tickers without a value 0.5, tickers outside the
   universe dropped; then ``neutral_churn``: each side gaussianized and neutralized against its own
-  neutralizers (least squares with a constant), ``1 − Spearman`` of the two residuals.
+  neutralizers (least squares with a constant), ``1 − Spearman`` of the two residuals. A submission
+  with fewer than numerai-tools' 100 tickers (or, when it has fewer, all of its keys) in its universe is
+  an error, not a comparison of 0.5s: its keys are not the universe's (another ticker column, sedols
+  that lost their leading zeros).
 
 As in numerai-tools, a comparison is skipped (NaN, with the reason) when fewer than
 :data:`MIN_OVERLAP` of either side's rows are common (``filter_sort_index``), or when a side is
@@ -46,6 +49,7 @@ from eraflow.kernels.churn_scores import neutral_churn as neutral_churn_per_era
 from ..errors import InputError
 from ..numerai.submission import ID_COLUMN, read_submission
 from ..signals.keys import ERA_COLUMNS, TICKER_COLUMNS, era_labels
+from ..signals.submission import MIN_TICKERS
 
 VALUE_COLUMNS = ("prediction", "signal", "probability")  # numerai-tools' Signals and classic prediction columns
 IGNORED_COLUMNS = ("data_type", "era")  # never neutralizers (numerai-tools drops data_type)
@@ -252,6 +256,23 @@ def universe_of(neutralizers: Neutralizers, sub: Submission) -> tuple[np.ndarray
     return neutralizers.keys[rows], neutralizers.values[rows]
 
 
+def check_in_universe(sub: Submission, universe: np.ndarray, neutralizers: Neutralizers) -> None:
+    """InputError unless ``min(MIN_TICKERS, n)`` of the ``n`` keys ``sub`` predicts (and at least one) are in its
+    universe — numerai-tools' ``validate_submission_signals`` rule, which ``clean_submission`` follows.
+
+    Otherwise its values would all be filled with 0.5 and its comparisons skipped: a wrong payout, silently.
+    """
+    keys = sub.keys[~np.isnan(sub.values)]
+    inside = int(pd.Index(keys).isin(universe).sum())
+    needed = max(1, min(MIN_TICKERS, len(keys)))
+    if inside < needed:
+        where = f"{neutralizers.name}{f' on {sub.date}' if sub.date else ''}"
+        example = f" (e.g. {keys[0]!r} vs {universe[0]!r})" if len(keys) and len(universe) else ""
+        raise InputError(f"{sub.name}: {inside} of its {len(keys)} {sub.key_column} values are in the universe of "
+                         f"{where}{example}, at least {needed} needed; give neutralizers keyed by the "
+                         f"same {sub.key_column}s")
+
+
 def ranked_on_universe(sub: Submission, universe: np.ndarray, backend: str = "auto") -> np.ndarray:
     """numerai-tools ``clean_submission(rank_and_fill=True)``: ``sub`` on the universe's keys (float64 (u,)).
 
@@ -329,10 +350,13 @@ def neutral_churns(new: Submission, previous: list[Submission], neutralizers: Ne
     """(common universe rows, neutral churn, why skipped) of ``new`` against each earlier submission.
 
     Each pair is the union of the two universes; a side's neutralizer rows outside its universe
-    are zeros, never read (its value there is NaN).
+    are zeros, never read (its value there is NaN). Each submission must have enough of its keys in its
+    universe (:func:`check_in_universe`).
     """
     if not previous:
         return []
+    for sub in (new, *previous):
+        check_in_universe(sub, universe_of(neutralizers, sub)[0], neutralizers)
     new_keys, new_n = universe_of(neutralizers, new)
     new_clean = ranked_on_universe(new, new_keys, backend)
     a_parts, b_parts, na_parts, nb_parts, notes, commons = [], [], [], [], [], []

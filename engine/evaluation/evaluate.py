@@ -24,12 +24,12 @@ from eraflow.kernels import (
     correlation_contribution,
     era_summary,
     feature_exposure,
+    neutral_contribution,
     neutral_scores,
     numerai_corr,
     pearson,
     rank,
 )
-from eraflow.kernels.neutralization import neutral_contribution
 
 from ..data.eras import eras_in_range
 from ..data.ingest import Progress
@@ -48,7 +48,7 @@ from .scoring import (
     gather_features,
     meta_model_values,
     mpc_per_era,
-    per_column,
+    per_nan_group,
     portfolio_values,
     reference_values,
     target_index,
@@ -211,8 +211,10 @@ def _prepared(store: EraStore, path: str | Path, options: EvaluateOptions, colum
 def neutral_mmc_per_era(x: np.ndarray, meta: np.ndarray, neutralizers: np.ndarray, t: np.ndarray,
                         offsets: np.ndarray, backend: str = "auto") -> np.ndarray:
     """numerai-tools ``neutral_contribution`` per era and column, (n_eras, m), each column on its own rows;
-    ``neutralizers`` (n, k): floats, or the store's int8 codes."""
-    return per_column(lambda p: neutral_contribution(p, meta, neutralizers, t, offsets, backend=backend), x)
+    ``neutralizers`` (n, k): floats, or the store's int8 codes. One kernel call per group of columns with the
+    same NaN rows (:func:`.scoring.per_nan_group`): the meta model is neutralized and the neutralizers factored
+    once per era for the whole group, and each column's score depends only on it and the meta model."""
+    return per_nan_group(lambda p: neutral_contribution(p, meta, neutralizers, t, offsets, backend=backend), x)
 
 
 def _per_era_scores(store: EraStore, prepared: Prepared, options: EvaluateOptions,

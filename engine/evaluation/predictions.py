@@ -20,7 +20,7 @@ import polars as pl
 import pyarrow as pa
 
 from ..atomic import atomic_write_parquet
-from ..data.sources import open_parquet
+from ..data.sources import is_parquet, is_text, open_parquet
 from ..data.store import EraStore, era_rows
 from ..errors import InputError
 from ..numerai.submission import read_submission
@@ -50,19 +50,21 @@ def _no_rows(path: Path) -> InputError:
     return InputError(f"{path} has no rows; it needs one row per id with its predictions")
 
 
-def _is_parquet(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(4) == b"PAR1"
+def pandas_numeric_columns(frame: pd.DataFrame, skip) -> list[str]:
+    """Names of the numeric (not bool) columns of ``frame`` outside ``skip``."""
+    return [str(n) for n in frame.columns if n not in skip and pd.api.types.is_numeric_dtype(frame[n])
+            and not pd.api.types.is_bool_dtype(frame[n])]
 
 
-def _prediction_columns(path: Path, numeric: list[str], columns: list[str] | None) -> list[str]:
+def prediction_columns(path, numeric: list[str], columns: list[str] | None) -> list[str]:
     """The requested columns, or every numeric one that is not a target or feature; errors name what exists."""
     chosen = columns or [n for n in numeric if not n.startswith(("target", "feature"))]
     if not chosen:
         raise InputError(f"{path} has no prediction columns (numeric columns besides id/era)")
     unknown = [c for c in chosen if c not in numeric]
     if unknown:
-        raise InputError(f"{path} has no numeric column(s) {unknown}; it has {numeric}")
+        raise InputError(f"{path} has no prediction column {', '.join(map(repr, unknown))} "
+                         f"(numeric columns: {', '.join(numeric) or 'none'})")
     return chosen
 
 
@@ -88,18 +90,11 @@ def _read_csv_ids_and_values(path: Path, columns: list[str] | None,
     key_cols = _key_columns(path, [str(n) for n in df.columns], keys)
     if df.empty:  # before choosing columns: a header-only CSV has no numeric column
         raise _no_rows(path)
-    numeric = [str(n) for n in df.columns if n not in (*NOT_PREDICTIONS, *key_cols)
-               and pd.api.types.is_numeric_dtype(df[n]) and not pd.api.types.is_bool_dtype(df[n])]
-    chosen = _prediction_columns(path, numeric, columns)
+    numeric = pandas_numeric_columns(df, (*NOT_PREDICTIONS, *key_cols))
+    chosen = prediction_columns(path, numeric, columns)
     frame = pl.DataFrame({**{k: pl.from_pandas(df[k]) for k in key_cols},
                           **{c: pl.Series(df[c].to_numpy(dtype=np.float64)) for c in chosen}})
     return _with_ids(path, frame, key_cols, chosen), chosen
-
-
-def _is_text(t: pa.DataType) -> bool:
-    """A string column, plain or dictionary-encoded."""
-    t = t.value_type if pa.types.is_dictionary(t) else t
-    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
 
 
 def _read_ids_and_values(path: Path, columns: list[str] | None, eras: list[str] | None = None,
@@ -109,14 +104,14 @@ def _read_ids_and_values(path: Path, columns: list[str] | None, eras: list[str] 
     (a polars filter pushed into the scan: row groups whose statistics exclude those eras are skipped), else
     every row. ``keys``: the store's meta.json ``keys`` (keyed store), so a file without ``id`` is keyed by its
     date and ticker columns."""
-    if path.is_file() and path.stat().st_size and not _is_parquet(path):
+    if path.is_file() and path.stat().st_size and not is_parquet(path):
         return _read_csv_ids_and_values(path, columns, keys)
     schema = open_parquet(path).schema_arrow
     key_cols = _key_columns(path, schema.names, keys)
     numeric = [n for n in schema.names if n not in (*NOT_PREDICTIONS, *key_cols)
                and (pa.types.is_floating(schema.field(n).type) or pa.types.is_integer(schema.field(n).type))]
-    chosen = _prediction_columns(path, numeric, columns)
-    if eras is not None and "era" in schema.names and _is_text(schema.field("era").type):
+    chosen = prediction_columns(path, numeric, columns)
+    if eras is not None and "era" in schema.names and is_text(schema.field("era").type):
         frame = pl.scan_parquet(path).filter(pl.col("era").is_in(eras)).select(*key_cols, *chosen).collect()
     else:
         frame = pl.read_parquet(path, columns=[*key_cols, *chosen])

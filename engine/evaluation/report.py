@@ -74,10 +74,17 @@ def plot_corr_bars(ev: Evaluation, ax) -> None:
     _era_axis(ax, ev.eras)
 
 
-def plot_cumulative(ev: Evaluation, ax) -> None:
-    ax.plot(_cumulative(ev.per_era["corr"]), label=ev.columns)
-    ax.set(title="Cumulative per-era corr", ylabel="sum of corr")
+def _plot_cumulative_score(ev: Evaluation, ax, key: str, name: str) -> None:
+    """Per column, the running sum over eras of the per-era score ``ev.per_era[key]`` (NaN eras add 0), titled
+    "Cumulative per-era ``name``", with a line at 0."""
+    ax.plot(_cumulative(ev.per_era[key]), label=ev.columns)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set(title=f"Cumulative per-era {name}", ylabel=f"sum of {key}")
     _era_axis(ax, ev.eras)
+
+
+def plot_cumulative(ev: Evaluation, ax) -> None:
+    _plot_cumulative_score(ev, ax, "corr", "corr")
 
 
 def plot_drawdown(ev: Evaluation, ax) -> None:
@@ -131,13 +138,6 @@ def plot_target_by_decile(ev: Evaluation, ax) -> None:
     ax.set(title=f"Mean {ev.target} minus its era mean, per prediction decile within the era",
            xlabel="prediction decile (1 = lowest predictions)", ylabel=f"{ev.target} − era mean")
     ax.grid(alpha=0.3)
-
-
-def _plot_cumulative_score(ev: Evaluation, ax, key: str, name: str) -> None:
-    ax.plot(_cumulative(ev.per_era[key]), label=ev.columns)
-    ax.axhline(0, color="black", lw=0.8)
-    ax.set(title=f"Cumulative per-era {name}", ylabel=f"sum of {key}")
-    _era_axis(ax, ev.eras)
 
 
 def plot_cumulative_alpha(ev: Evaluation, ax) -> None:
@@ -196,7 +196,8 @@ def model_plots(model: TrainedModel, store: EraStore, out: Path) -> list[str]:
         points = ax.scatter(contrib[:, i], rank + jitter, c=x[:, i], cmap="coolwarm", s=4, vmin=0, vmax=4)
     ax.set_yticks(range(len(order)), [model.features[i] for i in order[::-1]], fontsize=7)
     ax.axvline(0, color="black", lw=0.8)
-    ax.set(title=f"SHAP-style summary: per-row contributions on {len(x):,} sampled rows", xlabel="contribution to prediction")
+    ax.set(title=f"SHAP-style summary: per-row contributions on {len(x):,} sampled rows",
+           xlabel="contribution to prediction")
     fig.colorbar(points, ax=ax, label="feature value (0..4)")
     _save(fig, out / "shap_summary.png")
     return ["feature_gain", "shap_summary"]

@@ -10,7 +10,8 @@ taken against the meta model as the meta portfolio: numerai-tools ``meta_portfol
 of the predictions ``[column, meta model]`` with stakes ``[0, 1]``, i.e. the gradient of the meta
 portfolio's alpha with respect to the column's stake at stake 0. Each column is scored on its own
 rows (where it, the meta model and the target are present), as numerai-tools given that one
-column, like numerai_corr: a NaN in one column never changes another column's score.
+column, like numerai_corr: a NaN in one column never changes another column's score. Columns with
+the same NaN rows share one kernel call (:func:`per_nan_group`).
 """
 
 from __future__ import annotations
@@ -22,8 +23,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from eraflow.kernels import correlation_contribution, era_summary, feature_exposure, neutralize, numerai_corr, rank
-from eraflow.kernels.portfolio import alpha, meta_portfolio_contribution
+from eraflow.kernels import (
+    alpha,
+    correlation_contribution,
+    era_summary,
+    feature_exposure,
+    meta_portfolio_contribution,
+    neutralize,
+    numerai_corr,
+    rank,
+)
 
 from ..data.store import EraStore, era_rows, era_subset_offsets, open_store_checked
 from ..errors import InputError
@@ -102,27 +111,56 @@ def portfolio_values(store: EraStore, preds: AlignedPredictions, neutralizers: s
                      sample_weights_for(store, preds, Path(sample_weights)))
 
 
-def per_column(score, x: np.ndarray) -> np.ndarray:
-    """``score(column (n,)) -> (n_eras,)`` for each column of ``x (n, m)``, stacked (n_eras, m): every column
-    scored on its own present rows (the Signals kernels keep only rows where every column is present)."""
-    return np.column_stack([score(x[:, j]) for j in range(x.shape[1])])
+def nan_groups(x: np.ndarray) -> list[np.ndarray]:
+    """Indices of the columns of ``x (n, m)`` grouped by identical NaN rows, groups in order of their first column."""
+    missing = np.isnan(x)
+    if not missing.any():
+        return [np.arange(x.shape[1])]
+    groups: dict[bytes, list[int]] = {}
+    for j, mask in enumerate(np.packbits(missing, axis=0).T):  # one row of bits per column
+        groups.setdefault(mask.tobytes(), []).append(j)
+    return [np.array(columns) for columns in groups.values()]
+
+
+def per_nan_group(score, x: np.ndarray) -> np.ndarray:
+    """``score(columns (n, c)) -> (n_eras, c)`` on each group of columns of ``x (n, m)`` with the same NaN rows
+    (:func:`nan_groups`), stacked (n_eras, m). The alpha, MPC and neutral MMC kernels keep only rows where every
+    column is present; within a group those are each column's own present rows, so every column is scored as if
+    alone, with one kernel call per group instead of per column (for neutral MMC, the neutralizers factored and
+    the meta model neutralized once per era)."""
+    out = None
+    for cols in nan_groups(x):
+        scores = score(x[:, cols])
+        if out is None:
+            out = np.empty((scores.shape[0], x.shape[1]))
+        out[:, cols] = scores
+    return out
 
 
 def alpha_per_era(x: np.ndarray, portfolio: Portfolio, t: np.ndarray, offsets: np.ndarray,
                   backend: str = "auto") -> np.ndarray:
-    """numerai-tools ``alpha`` per era and column, (n_eras, m)."""
-    return per_column(lambda p: alpha(p, portfolio.neutralizers, portfolio.weights, t, offsets, backend=backend), x)
+    """numerai-tools ``alpha`` per era and column, (n_eras, m), each column on its own rows."""
+    return per_nan_group(lambda p: alpha(p, portfolio.neutralizers, portfolio.weights, t, offsets, backend=backend),
+                         x)
 
 
 def mpc_per_era(x: np.ndarray, meta: np.ndarray, portfolio: Portfolio, t: np.ndarray, offsets: np.ndarray,
                 backend: str = "auto") -> np.ndarray:
     """MPC per era and column, (n_eras, m): numerai-tools ``meta_portfolio_contribution`` of the predictions
     ``[column, meta]`` with stakes ``[0, 1]`` (the meta model is the meta portfolio), the column's entry: the
-    gradient of the meta portfolio's alpha with respect to the column's stake, at stake 0."""
-    stakes = np.array([0.0, 1.0])
-    return per_column(lambda p: meta_portfolio_contribution(np.column_stack([p, meta]), stakes,
-                                                            portfolio.neutralizers, portfolio.weights, t, offsets,
-                                                            backend=backend)[:, 0], x)
+    gradient of the meta portfolio's alpha with respect to the column's stake, at stake 0.
+
+    One call per group of columns with the same NaN rows, ``[columns…, meta]`` with stakes ``[0, …, 0, 1]``:
+    the portfolio ``v = W_c s`` is the meta model's column alone, and column j's entry ``R_jᵀ t_c / ‖v‖ / 50``
+    with ``R_j = W_c,j − v (vᵀ W_c,j) / ‖v‖²`` depends on no other column, so it equals the call on
+    ``[column j, meta]`` (the kept rows are the same: the group's columns are present on the same rows)."""
+
+    def group_mpc(p: np.ndarray) -> np.ndarray:
+        stakes = np.append(np.zeros(p.shape[1]), 1.0)
+        return meta_portfolio_contribution(np.column_stack([p, meta]), stakes, portfolio.neutralizers,
+                                           portfolio.weights, t, offsets, backend=backend)[:, :-1]
+
+    return per_nan_group(group_mpc, x)
 
 
 @dataclass(frozen=True)

@@ -448,6 +448,16 @@ def _client(client):
     return client if hasattr(client, "upload_predictions") else client()
 
 
+def upload_rows(client, kept: pd.DataFrame, path: str | Path, model_id: str, what: str) -> str:
+    """``client.upload_predictions`` of ``kept`` written as a CSV named after ``path`` in a temporary folder
+    (removed afterwards); the submission id. ``what`` names the upload in an API error."""
+    with tempfile.TemporaryDirectory(prefix="eraflow-submit-") as tmp:
+        upload = Path(tmp) / f"{Path(path).stem or 'predictions'}.csv"
+        kept.to_csv(upload, index=False)
+        with api_errors(client, f"uploading {what}"):
+            return str(client.upload_predictions(file_path=str(upload), model_id=model_id))
+
+
 def submit_predictions(client, path: str | Path, model_name: str, live_ids, dry_run: bool = False) -> SubmitResult:
     """Validate the predictions in ``path`` against ``live_ids``, then upload them for ``model_name``.
 
@@ -465,12 +475,8 @@ def submit_predictions(client, path: str | Path, model_name: str, live_ids, dry_
         return SubmitResult(model_name, len(kept), dropped, dry_run=True)
     client = _client(client)
     model_id = resolve_model(client, model_name)
-    with tempfile.TemporaryDirectory(prefix="eraflow-submit-") as tmp:
-        upload = Path(tmp) / f"{Path(path).stem or 'predictions'}.csv"
-        kept.to_csv(upload, index=False)
-        with api_errors(client, f"uploading predictions for {model_name!r}"):
-            submission_id = client.upload_predictions(file_path=str(upload), model_id=model_id)
-    return SubmitResult(model_name, len(kept), dropped, False, model_id, str(submission_id))
+    submission_id = upload_rows(client, kept, path, model_id, f"predictions for {model_name!r}")
+    return SubmitResult(model_name, len(kept), dropped, False, model_id, submission_id)
 
 
 SIGNALS_TOURNAMENT = 11  # numerapi.SignalsAPI.tournament_id (the classic NumerAPI's is 8)
@@ -525,12 +531,8 @@ def submit_signals(client, path: str | Path, model_name: str, universe: pd.DataF
     client = _client(client)
     check_signals_client(client)
     model_id = resolve_model(client, model_name)
-    with tempfile.TemporaryDirectory(prefix="eraflow-signals-") as tmp:
-        upload = Path(tmp) / f"{Path(path).stem or 'signals'}.csv"
-        kept.to_csv(upload, index=False)
-        with api_errors(client, f"uploading Signals predictions for {model_name!r}"):
-            submission_id = client.upload_predictions(file_path=str(upload), model_id=model_id)
-    return SignalsSubmitResult(dry_run=False, model_id=model_id, submission_id=str(submission_id), **found)
+    submission_id = upload_rows(client, kept, path, model_id, f"Signals predictions for {model_name!r}")
+    return SignalsSubmitResult(dry_run=False, model_id=model_id, submission_id=submission_id, **found)
 
 
 # ---------------------------------------------------------------- model upload

@@ -22,11 +22,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ..data.sources import open_parquet
+from ..data.sources import is_parquet, open_parquet
 from ..errors import InputError
+from ..signals.keys import TICKER_COLUMNS
 
 ID_COLUMN = "id"
 PREDICTION_COLUMNS = ("prediction", "probability")  # numerai-tools NUMERAI_ALLOWED_PRED_COLS
+KEY_COLUMNS = (ID_COLUMN, *TICKER_COLUMNS)  # read as text from a CSV; a pandas index of these is restored
 EXAMPLES = 3  # ids quoted in a message
 
 
@@ -114,29 +116,26 @@ def validate_submission(df: pd.DataFrame, live_ids) -> pd.DataFrame:
     return kept.reset_index(drop=True)
 
 
-def _is_parquet(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(4) == b"PAR1"
+def read_submission(path: str | Path, what: str = "prediction") -> pd.DataFrame:
+    """A prediction, submission or universe file (parquet or CSV, told apart by content) as a DataFrame.
 
-
-def read_submission(path: str | Path) -> pd.DataFrame:
-    """A prediction file (parquet or CSV, told apart by content) as a DataFrame.
-
-    A parquet file whose ids are its pandas index (``df.to_parquet`` of a frame indexed by
-    ``id``) gets ``id`` back as its first column. CSV ids are read as strings.
+    ``id`` and every ticker column (:data:`~eraflow.engine.signals.keys.TICKER_COLUMNS`) of a CSV are
+    read as str, so ids and tickers such as sedols keep their leading zeros. A parquet file whose
+    keys are its pandas index (``df.set_index("id" or a ticker column).to_parquet``) gets that column
+    back as its first column.
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: no such prediction file")
+        raise InputError(f"{path}: no such {what} file")
     try:
-        if _is_parquet(path):
+        if is_parquet(path):
             df = pd.read_parquet(path)
         else:
-            df = pd.read_csv(path, dtype={ID_COLUMN: str})
+            df = pd.read_csv(path, dtype={c: str for c in KEY_COLUMNS})
     except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
-        raise InputError(f"{path} is not a readable parquet or CSV prediction file ({first})") from None
-    if df.index.name == ID_COLUMN and ID_COLUMN not in df.columns:
+        raise InputError(f"{path} is not a readable parquet or CSV {what} file ({first})") from None
+    if df.index.name in KEY_COLUMNS and df.index.name not in df.columns:
         df = df.reset_index()
     return df
 

@@ -9,8 +9,8 @@ The seed's recipe (Numerai's 2021 example pipeline, SEED-NOTEBOOKS §4.3), in st
    ``ret_4w``, ``ret_12w``: log(close_t / close_{t−k}) for k = 20 and 60 rows;
    ``vol_20d``: sample std of the last 20 daily log returns;
    ``volume_ratio`` (when there is a volume column): mean volume of 5 rows / mean volume of 20 rows.
-3. Sample on Fridays: a ticker's Friday row, else its Thursday row (never a later day); the era is
-   the Friday.
+3. Sample on Fridays: a ticker's Friday row, else its last row of that week before it (Thursday, …,
+   Monday; never a weekend or a later day); the era is the Friday.
 4. Per Friday, quintile codes 0..4 of each indicator over the tickers that have it:
    code = min(4, ⌊5(rank − ½)/n⌋) with average ranks.
 5. Per ticker, weekly lags 0..L−1 of each code and diffs lag_d − lag_{d+1} (d = 0..L−1, so lag L is
@@ -30,6 +30,9 @@ Departures from the seed, and why:
   seed) are re-coded per Friday as quintiles; the abs diffs are 0..4 already.
 - Quintiles by the rank formula above, not ``qcut`` with dropped duplicate edges (ties share a code,
   and the bins do not depend on how many distinct values a Friday has).
+- A week without a Friday row samples the ticker's last Monday–Thursday row (the seed kept Fridays only,
+  the issue's rule is Friday else Thursday): a week whose Thursday and Friday are both market holidays
+  would otherwise lose that Friday and break every ticker's L + 1 week run, dropping L + 1 rows each.
 - No minimum of tickers per Friday (the seed kept dates with more than 50 rows); filter eras later.
 """
 
@@ -53,7 +56,7 @@ LAGS = 5
 RETURN_ROWS = {"ret_4w": 20, "ret_12w": 60}  # trading rows ≈ 4 and 12 weeks
 VOLATILITY_ROWS = 20
 VOLUME_ROWS = (5, 20)  # short and long mean of the volume ratio
-THURSDAY, FRIDAY = 3, 4  # weekday numbers, Monday = 0
+FRIDAY = 4  # weekday number, Monday = 0
 EPOCH_WEEKDAY = 3  # 1970-01-01 (day 0 of pl.Date) was a Thursday
 
 Progress = Callable[[str, int, int], None]
@@ -147,9 +150,9 @@ def _first(mask: pl.Series | np.ndarray) -> int:
 def read_prices(path: str | Path, ticker_column: str | None = None, max_gap_days: int = MAX_GAP_DAYS) -> Prices:
     """The daily table at ``path`` sorted by ticker (rows of a ticker keep their file order), checked.
 
-    One-line InputErrors: missing columns; close NaN, null or ≤ 0; negative volume; within a
-    ticker (in file order) a repeated date, a date before the previous one, or a gap of more than
-    ``max_gap_days`` calendar days.
+    One-line InputErrors: no rows; missing columns; close NaN, null, infinite or ≤ 0; volume infinite or
+    negative; within a ticker (in file order) a repeated date, a date before the previous one, or a gap of
+    more than ``max_gap_days`` calendar days.
     """
     where = Path(path).name
     names = _column_names(Path(path), "price table")
@@ -160,6 +163,8 @@ def read_prices(path: str | Path, ticker_column: str | None = None, max_gap_days
                              "and optionally volume)")
     columns = [ticker, "date", "close"] + (["volume"] if "volume" in names else [])
     frame = pl.read_parquet(path, columns=columns)
+    if frame.height == 0:
+        raise InputError(f"{where} has no rows; give a daily price table")
     if frame[ticker].null_count():
         raise InputError(f"{where}: {ticker} is missing on row {_first(frame[ticker].is_null())}; every row needs a "
                          "ticker")
@@ -168,16 +173,16 @@ def read_prices(path: str | Path, ticker_column: str | None = None, max_gap_days
         raise InputError(f"{where}: date is missing on row {_first(frame['date'].is_null())}")
     frame = frame.sort(ticker, maintain_order=True)  # stable: a ticker's rows keep the file's order
     close = _numbers(frame, "close", where)
-    bad = ~(close > 0)
+    bad = ~(np.isfinite(close) & (close > 0))
     if bad.any():
         i = _first(bad)
         raise InputError(f"{where}: close {close[i]} for {frame[ticker][i]} on {frame['date'][i]}; every close "
-                         "must be a number > 0")
+                         "must be a finite number > 0")
     volume = _numbers(frame, "volume", where) if "volume" in frame.columns else None
-    if volume is not None and (volume < 0).any():
-        i = _first(volume < 0)
+    if volume is not None and (bad := np.isinf(volume) | (volume < 0)).any():  # NaN (missing) volume is allowed
+        i = _first(bad)
         raise InputError(f"{where}: volume {volume[i]} for {frame[ticker][i]} on {frame['date'][i]}; volumes "
-                         "must be ≥ 0")
+                         "must be finite and ≥ 0")
     labels = frame[ticker].cast(pl.String)
     new = np.asarray(labels.ne_missing(labels.shift(1)).fill_null(True))
     tick = (np.cumsum(new) - 1).astype(np.int32)
@@ -286,11 +291,14 @@ def daily_indicators(prices: Prices, options: FeatureOptions) -> dict[str, Calla
 # -- weekly sampling and codes -------------------------------------------------------------------
 
 def friday_rows(tick: np.ndarray, day: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(row indices, Friday day numbers) of each ticker's weekly sample: its Friday row, else its
-    Thursday row of that week (never a later day). Rows sorted by ticker then date in, out too."""
+    """(row indices, Friday day numbers) of each ticker's weekly sample: its last row from Monday to
+    Friday of that week (its Friday row, else Thursday, …, else Monday; never a weekend or a later day).
+    Rows sorted by ticker then date in, out too; empty arrays when no row falls on a weekday."""
     weekday = (day + EPOCH_WEEKDAY) % 7
-    rows = np.flatnonzero((weekday == THURSDAY) | (weekday == FRIDAY))
-    friday = day[rows] + (weekday[rows] == THURSDAY)
+    rows = np.flatnonzero(weekday <= FRIDAY)
+    if not len(rows):
+        return rows, day[rows]
+    friday = day[rows] + (FRIDAY - weekday[rows])
     last = np.r_[(tick[rows[1:]] != tick[rows[:-1]]) | (friday[1:] != friday[:-1]), True]
     return rows[last], friday[last]
 
@@ -417,7 +425,7 @@ def signals_features(prices_path: str | Path, options: FeatureOptions = FeatureO
 
 def _dropped_tickers(n_tickers: int, ticker_of: np.ndarray, complete: np.ndarray, keep: np.ndarray) -> dict[str, int]:
     """Tickers without an output row: ``indicators`` (no Friday with every indicator: too short a
-    history or no Thursday/Friday rows) or ``lags`` (never L + 1 consecutive such Fridays)."""
+    history or no Monday–Friday rows) or ``lags`` (never L + 1 consecutive such Fridays)."""
     has_complete = np.zeros(n_tickers, bool)
     has_complete[ticker_of[complete]] = True
     kept = np.zeros(n_tickers, bool)
@@ -429,8 +437,8 @@ def join_targets(frame: pl.DataFrame, ticker: str, path: str | Path) -> tuple[pl
     """``frame`` left-joined with the target* columns of the parquet at ``path`` on (ticker, Friday)."""
     where = Path(path).name
     names = _column_names(Path(path), "targets file")
-    date = find_column(names, None, ERA_COLUMNS, "date", where)
-    their_ticker = find_column(names, ticker if ticker in names else None, TICKER_COLUMNS, "ticker", where)
+    date = _targets_column(names, ERA_COLUMNS, "date", where)
+    their_ticker = _targets_column(names, (ticker, *TICKER_COLUMNS), "ticker", where)
     targets = [c for c in names if c.startswith("target") and c not in (date, their_ticker)]
     if not targets:
         raise InputError(f"{where} has no target columns (names starting with 'target')")
@@ -445,6 +453,16 @@ def join_targets(frame: pl.DataFrame, ticker: str, path: str | Path) -> tuple[pl
         raise InputError(f"{where} has two rows for {table[ticker][i]} on {table['date'][i]}; give one target row "
                          "per ticker and date")
     return frame.join(table, on=[ticker, "date"], how="left"), targets
+
+
+def _targets_column(names: list[str], candidates: tuple[str, ...], kind: str, where: str) -> str:
+    """The first of ``candidates`` in the targets file's ``names`` (no option names it: the hint is to rename)."""
+    found = next((c for c in candidates if c in names), None)
+    if found is None:
+        expected = ", ".join(dict.fromkeys(candidates))
+        raise InputError(f"{where} has no {kind} column: expected one of {expected}; rename its {kind} column to one "
+                         "of these")
+    return found
 
 
 def write_features(result: FeatureResult, path: str | Path) -> None:

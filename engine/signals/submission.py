@@ -28,16 +28,16 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..numerai.submission import check_values
+from ..evaluation.predictions import NOT_PREDICTIONS, pandas_numeric_columns, prediction_columns
+from ..numerai.submission import check_values, read_submission
 from .keys import ERA_COLUMNS, split_keys
+from .keys import TICKER_COLUMNS as UNIVERSE_PREFERENCE  # numerai_ticker first: the ticker a conversion names
 
 TICKER_COLUMNS = ("ticker", "sedol", "bloomberg_ticker", "composite_figi", "numerai_ticker")  # numerai-tools order
 SIGNAL_COLUMNS = ("prediction", "signal")  # numerai-tools SIGNALS_ALLOWED_PRED_COLS
 DATE_COLUMNS = ERA_COLUMNS  # friday_date, date: optional, dropped before the header check
 DEPRECATED_COLUMN = "data_type"  # dropped by numerai-tools (with a warning)
 MIN_TICKERS = 100  # numerai-tools SIGNALS_MIN_TICKERS: live rows needed
-UNIVERSE_PREFERENCE = ("numerai_ticker", "ticker", "bloomberg_ticker", "composite_figi", "sedol")  # for conversion
-NOT_PREDICTIONS = ("id", "era", "data_type")
 EXAMPLES = 3  # tickers quoted in a message
 
 
@@ -138,35 +138,9 @@ def validate_signals_submission(frame: pd.DataFrame, universe: pd.DataFrame | pd
 # ---------------------------------------------------------------- files
 
 
-def _is_parquet(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(4) == b"PAR1"
-
-
-def read_table(path: str | Path, what: str) -> pd.DataFrame:
-    """A parquet or CSV file (told apart by content) as a DataFrame; ids and ticker columns of a CSV as str.
-
-    A pandas index named like a ticker column or ``id`` (``df.set_index(...).to_parquet``) becomes a column.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such {what} file")
-    try:
-        if _is_parquet(path):
-            frame = pd.read_parquet(path)
-        else:
-            frame = pd.read_csv(path, dtype={c: str for c in ("id", *TICKER_COLUMNS)})
-    except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
-        raise InputError(f"{path} is not a readable parquet or CSV {what} file ({first})") from None
-    if frame.index.name in ("id", *TICKER_COLUMNS) and frame.index.name not in frame.columns:
-        frame = frame.reset_index()
-    return frame
-
-
 def read_universe(path: str | Path) -> pd.DataFrame:
     """The ticker columns (as str) of a live universe file (parquet or CSV), e.g. Numerai's Signals live.parquet."""
-    frame = read_table(path, "universe")
+    frame = read_submission(path, "universe")
     columns = [c for c in frame.columns if c in TICKER_COLUMNS]
     if not columns:
         raise InputError(f"{path} has no ticker column: expected one of {', '.join(TICKER_COLUMNS)} "
@@ -177,29 +151,31 @@ def read_universe(path: str | Path) -> pd.DataFrame:
 
 
 def _prediction_column(frame: pd.DataFrame, column: str | None, where: str) -> str:
-    """``column``, else the only numeric column that is not an id, era, target or feature."""
-    numeric = [str(c) for c in frame.columns
-               if c not in NOT_PREDICTIONS and not str(c).startswith(("target", "feature"))
-               and pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])]
-    if column is not None:
-        if column not in numeric:
-            raise InputError(f"{where} has no prediction column {column!r} (prediction columns: "
-                             f"{', '.join(numeric) or 'none'})")
-        return column
-    if len(numeric) != 1:
-        raise InputError(f"{where} has {len(numeric)} prediction columns ({', '.join(numeric) or 'none'}); "
+    """``column``, else the only numeric column that is not an id, era, target or feature
+    (:func:`~eraflow.engine.evaluation.predictions.prediction_columns`)."""
+    chosen = prediction_columns(where, pandas_numeric_columns(frame, NOT_PREDICTIONS), [column] if column else None)
+    if len(chosen) != 1:
+        raise InputError(f"{where} has {len(chosen)} prediction columns ({', '.join(chosen)}); "
                          "choose one with --column")
-    return numeric[0]
+    return chosen[0]
 
 
-def percentile_ranks(values: pd.Series) -> np.ndarray:
-    """``(rank − 0.5) / count`` with tied values given their average rank; NaN stays NaN. Values in (0, 1).
+def percentile_ranks(values) -> np.ndarray:
+    """``(rank − 0.5) / count`` over the non-NaN values, tied values given their average rank; NaN stays NaN.
+
+    The ranks lie in (0, 1). Any array-like (ndarray, Series); float64 result.
 
     Example:
         >>> percentile_ranks(pd.Series([3.0, 1.0, 1.0, np.nan]))
         array([0.83333333, 0.33333333, 0.33333333,        nan])
     """
-    return ((values.rank(method="average") - 0.5) / values.count()).to_numpy(np.float64)
+    x = np.asarray(values, dtype=np.float64)
+    present = ~np.isnan(x)
+    _, inverse, counts = np.unique(x[present], return_inverse=True, return_counts=True)
+    before = np.cumsum(counts) - counts  # values below each distinct value
+    out = np.full(x.shape, np.nan)
+    out[present] = (before[inverse] + (counts[inverse] + 1) / 2 - 0.5) / present.sum()
+    return out
 
 
 class LatestEra(NamedTuple):
@@ -231,7 +207,7 @@ def latest_era_signals(frame: pd.DataFrame, ticker_column: str, column: str | No
                          "(or give a submission file: ticker, signal)") from None
     newest = eras == eras.max()
     era_values = frame[name].to_numpy(np.float64)[newest]
-    signal = percentile_ranks(pd.Series(era_values))
+    signal = percentile_ranks(era_values)
     return LatestEra(pd.DataFrame({ticker_column: tickers[newest], "signal": signal}), str(eras.max()), name)
 
 
@@ -241,7 +217,7 @@ def submission_frame(path: str | Path, universe: pd.DataFrame | pd.Series,
 
     The converted frame's ticker column is the universe's (``numerai_ticker`` first when it has several).
     """
-    frame = read_table(path, "prediction")
+    frame = read_submission(path)
     if "id" not in frame.columns:
         if column is not None:
             raise InputError(f"--column applies to eraflow predictions files (id, era, …); {path} has no `id` "

@@ -13,9 +13,9 @@ cross-sectional z-score of e/σ summed over the :data:`MOMENTUM_WEEKS` weeks bef
 Friday; the panel is simulated whole, then masked outside each ticker's life), κ_w = momentum × U(0.5, 1.5);
 corr(z, next week's e) ≈ momentum. Close = exp(log price) rounded to 4 decimals; volume a lognormal integer.
 
-Weekly files, one row per (Friday t, ticker listed at t), where a ticker's sample day at t is its Friday row,
-else its Thursday row (as ``eraflow signals features`` samples; never a later day), and it is listed when one
-exists:
+Weekly files, one row per (Friday t, ticker listed at t), where a ticker's sample day at t is its last trading
+day of that week up to the Friday (its Friday row, else Thursday, …; as ``eraflow signals features`` samples;
+never a later day), and it is listed when one exists:
 
 - sample weights ``w = √(mean close·volume over its last ≤ 20 trading days to the sample day)``, / mean per Friday;
 - neutralizers: per Friday the columns X = [1, β, L] orthonormalized under the weights (Cholesky C Cᵀ = XᵀWX,
@@ -40,9 +40,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from ..atomic import atomic_write_json, atomic_writer_path
+from ..atomic import atomic_write_json, atomic_write_parquet
 from ..data.synth import TARGET_SHARES, TARGET_VALUES, bin_by_shares
 from ..errors import InputError, OutputError
 
@@ -56,6 +55,8 @@ MARKET_VOL, STYLE_VOL = 0.010, 0.004  # daily factor return volatilities
 FILES = ("prices.parquet", "targets.parquet", "neutralizers.parquet", "sample_weights.parquet",
          "meta_model.parquet", "universe.parquet")
 KIND = "eraflow-synth-signals"  # synth.json "kind": marks a directory this module wrote
+PANEL_BYTES_PER_CELL = 120  # peak memory per (trading day, ticker): ~15 float64 (D, n) panels (117 B measured)
+MAX_PANEL_BYTES = 8 << 30  # refuse sizes whose panels need more than 8 GiB (a MemoryError half-way otherwise)
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,15 @@ def validate_spec(spec: SignalsSynthSpec) -> None:
     for ok, msg in checks:
         if not ok:
             raise InputError(msg)
+    need = panel_bytes(spec)
+    if need > MAX_PANEL_BYTES:
+        raise InputError(f"--tickers {spec.tickers} × --weeks {spec.weeks} needs about {need / 2**30:.0f} GiB of "
+                         f"memory (at most {MAX_PANEL_BYTES >> 30} GiB); give fewer tickers or weeks")
+
+
+def panel_bytes(spec: SignalsSynthSpec) -> int:
+    """Estimated peak memory: PANEL_BYTES_PER_CELL × tickers × business days (5 per week)."""
+    return PANEL_BYTES_PER_CELL * spec.tickers * 5 * spec.weeks
 
 
 def ticker_names(n: int) -> list[str]:
@@ -167,13 +177,13 @@ def standardized(x: np.ndarray) -> np.ndarray:
 
 
 def sample_days(cal: Calendar, first: np.ndarray, last: np.ndarray) -> np.ndarray:
-    """(W, n) trading-day index of each ticker's sample at each Friday: its Friday row, else its Thursday row,
-    else −1 (not listed)."""
-    def alive(day: np.ndarray) -> np.ndarray:
-        return (day[:, None] >= 0) & (first <= day[:, None]) & (day[:, None] <= last)
-
-    fri, thu = cal.friday_day, cal.thursday_day
-    return np.where(alive(fri), fri[:, None], np.where(alive(thu), thu[:, None], -1))
+    """(W, n) trading-day index of each ticker's sample at each Friday: its last trading day of that week,
+    s = min(last_i, last day of week w), when s ≥ max(first_i, first day of week w); else −1 (not listed)."""
+    weeks = np.arange(len(cal.fridays))
+    week_first = np.searchsorted(cal.week_of_day, weeks)
+    week_last = np.searchsorted(cal.week_of_day, weeks, side="right") - 1
+    day = np.minimum(last, week_last[:, None])
+    return np.where(day >= np.maximum(first, week_first[:, None]), day, -1)
 
 
 def trailing_mean(csum: np.ndarray, first: np.ndarray, day: np.ndarray, ticker: np.ndarray) -> np.ndarray:
@@ -195,15 +205,10 @@ def weighted_residual(y: np.ndarray, x: np.ndarray, w: np.ndarray) -> np.ndarray
     return y - x @ np.linalg.solve(x.T @ (w[:, None] * x), x.T @ (w * y))
 
 
-def percentile_ranks(x: np.ndarray) -> np.ndarray:
-    """(rank − 0.5)/n with average ranks 1..n for ties, in (0, 1)."""
-    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-    starts = np.cumsum(counts) - counts  # ranks before each distinct value
-    return (starts[inverse] + (counts[inverse] + 1) / 2 - 0.5) / len(x)
-
-
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Pearson correlation of the average ranks."""
+    from .submission import percentile_ranks  # here, not at the top: that module imports pandas
+
     return float(np.corrcoef(percentile_ranks(a), percentile_ranks(b))[0, 1])
 
 
@@ -211,6 +216,8 @@ def weekly_rows(spec: SignalsSynthSpec, cal: Calendar, close: np.ndarray, volume
                 last: np.ndarray, exposures: np.ndarray, rng: np.random.Generator) -> dict[str, dict]:
     """Columns of the weekly files (module doc), sorted by (Friday, ticker), and per Friday the Spearman of the
     trailing return with the target (how strong the planted momentum is)."""
+    from .submission import percentile_ranks
+
     sample = sample_days(cal, first, last)
     dollar = np.nan_to_num(close * volume)
     dollar_csum = np.vstack([np.zeros(spec.tickers), np.cumsum(dollar, axis=0)])
@@ -244,16 +251,6 @@ def weekly_rows(spec: SignalsSynthSpec, cal: Calendar, close: np.ndarray, volume
     return {"rows": {k: np.concatenate(v) for k, v in out.items()}, "momentum": momentum}
 
 
-def _write(path: Path, table: pa.Table) -> None:
-    tmp = atomic_writer_path(path)
-    try:
-        pq.write_table(table, tmp)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def check_out_dir(out: Path) -> None:
     """OutputError unless ``out`` is absent, an empty directory, or one this module wrote (synth.json kind)."""
     if out.is_symlink():
@@ -282,7 +279,6 @@ def write_signals_synthetic(out_dir: str | Path, spec: SignalsSynthSpec,
     validate_spec(spec)
     out = Path(out_dir)
     check_out_dir(out)
-    out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([spec.seed, 15])
     cal = make_calendar(spec.weeks, rng)
     first, last = listing_days(spec.tickers, len(cal.days), cal, rng)
@@ -297,8 +293,9 @@ def write_signals_synthetic(out_dir: str | Path, spec: SignalsSynthSpec,
     exposures = np.column_stack([np.ones(spec.tickers), beta, loadings])
     weekly = weekly_rows(spec, cal, close, volume, first, last, exposures, rng)
     tables = build_tables(spec, cal, close, volume, alive, weekly["rows"])
+    out.mkdir(parents=True, exist_ok=True)  # only now: a failure above leaves no empty directory behind
     for name, table in tables.items():
-        _write(out / name, table)
+        atomic_write_parquet(out / name, table)
     values = np.array(list(weekly["momentum"].values()))
     record = {
         "kind": KIND,
