@@ -23,6 +23,15 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# PoCL, an OpenCL runtime on the CPU (Debian/Ubuntu, as root; .ci/run runs it before `make test`): LightGBM's
+# OpenCL learner (--device gpu) runs on it, slowly, so tests/test_lightgbm_opencl.py trains it for real
+# (those tests skip where no OpenCL device answers).
+.PHONY: pocl
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+pocl:
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pocl-opencl-icd ocl-icd-libopencl1 clinfo >/dev/null
+
 bench: $(STAMP)
 	$(BIN)/python benches/ingest_memory.py
 
@@ -41,3 +50,11 @@ lightgbm-cuda: $(STAMP)
 
 clean:
 	rm -rf $(DEMO) .pytest_cache .benchmarks
+
+# The day a GPU is lent: one command (benches/gpu_check.sh --help). Makes its own venv that sees the machine's
+# torch and CuPy, runs every GPU parity test and the GPU benchmarks within GPU_CHECK_BUDGET seconds and writes
+# benches/results/gpu-<device>.txt. GPU_CHECK_ARGS, e.g. "--wheels .whl --lightgbm-cuda" or "--dry-run".
+.PHONY: gpu-check
+GPU_CHECK_BUDGET ?= 480
+gpu-check:
+	bash benches/gpu_check.sh --budget $(GPU_CHECK_BUDGET) $(GPU_CHECK_ARGS)

@@ -146,4 +146,7 @@ def cli():
 
 def main() -> None:
     """Console entry point."""
+    from eraflow.engine.threads import choose_openmp_waits
+
+    choose_openmp_waits()
     cli.main()

@@ -51,7 +51,8 @@ from .runs import ledger_option
                    "embargoes still count store eras.")
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
               help="lgbm/rf: gpu = LightGBM's OpenCL learner, cuda = a CUDA build (make lightgbm-cuda); xgb, gtruda, "
-                   "mlp: gpu or cuda = CUDA; auto: a GPU if one answers, else cpu. linear/logistic: the CPU.")
+                   "mlp: gpu or cuda = CUDA; auto: a GPU if one answers (never a CPU OpenCL device such as PoCL), "
+                   "else cpu. linear/logistic: the CPU.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--early-stopping", type=int, default=100, show_default=True,
               help="Rounds without improvement (networks: their patience parameter).")
@@ -107,7 +108,7 @@ def train(store_path, output, targets, feature_set, features, kind, params_spec,
     run = training_run(result, store, config, command)
     ledger_file = record_run(run, ledger)
     report = {"model_dir": str(result.model_dir), "kind": kind, "run_id": run.run_id, "ledger": str(ledger_file),
-              "targets": result.targets, "device": result.device,
+              "targets": result.targets, "device": result.device, "device_choice": result.device_choice.record(),
               "rounds": result.rounds, "cv": {t: r["overall"] for t, r in result.cv.items()}, "valid": result.valid,
               "ensemble": result.ensemble, "aliases": result.aliases, "era_step": era_step,
               "data_parallel": data_parallel,
@@ -115,8 +116,8 @@ def train(store_path, output, targets, feature_set, features, kind, params_spec,
     if as_json:
         print_json(report)
         return
-    click.echo(f"trained {kind} for {', '.join(result.targets)} on {result.device} in {result.seconds:.1f} s → {output} "
-               f"(run {run.run_id} in {ledger_file})")
+    click.echo(f"trained {kind} for {', '.join(result.targets)} on {result.device_choice.describe()} in "
+               f"{result.seconds:.1f} s → {output} (run {run.run_id} in {ledger_file})")
     for alias, target in result.aliases.items():
         click.echo(f"  {alias} = {target} (identical in the store; trained once)")
     for label in ("cv", "valid"):

@@ -12,6 +12,26 @@ import os
 _THREADS = 0
 
 
+def openmp_wait_policy(load: float, cores: int) -> str | None:
+    """``passive`` when other work already fills the machine (1-minute load average ≥ cores), else
+    None (libgomp's default: a thread that finishes its share of a parallel region spins a while).
+
+    Spinning threads lose their time slices to other processes: on 2 cores at load 7, 100 LightGBM
+    rounds on 30k × 1000 took 7.7–19.8 s spinning and 2.3 s passive. On a quiet machine spinning
+    tends to win: the journey recipe's 300 rounds on 180k × 1000 took a median 36.0 s spinning,
+    41.3 s passive (3 pairs, one the other way; benches/results/journey-240k.md)."""
+    return "passive" if load >= cores else None
+
+
+def choose_openmp_waits() -> None:
+    """Set ``OMP_WAIT_POLICY`` for this process and its children by :func:`openmp_wait_policy`,
+    unless the user set it. libgomp reads it once, when loaded: call before importing LightGBM,
+    numba or XGBoost."""
+    policy = openmp_wait_policy(os.getloadavg()[0], os.cpu_count() or 1)
+    if policy is not None:
+        os.environ.setdefault("OMP_WAIT_POLICY", policy)
+
+
 def configured_threads() -> int:
     """The ``--threads`` value given to this process (0: library defaults)."""
     return _THREADS

@@ -23,6 +23,7 @@ from eraflow.kernels import numerai_corr
 
 from ..data.store import EraStore, era_subset_offsets, int8_to_float32
 from ..errors import InputError
+from ..notices import warn
 from .era_boost import (
     EraBoost,
     boost_eras,
@@ -34,10 +35,11 @@ from .era_boost import (
     without_era_boost,
 )
 from .kind import FitData, Tracker
-from .lgb_data import store_dataset
+from .lgb_data import predict_codes, store_dataset
 from .lgb_errors import lightgbm_errors, lightgbm_failures, lightgbm_stderr_closed, predict_params
 from .model_files import check_model_text, damaged_file, missing_file
-from .params import device_params, load_params, split_rounds, with_threads, without_clash
+from .opencl import cuda_device_name, lightgbm_opencl_device
+from .params import DeviceChoice, device_params, load_params, split_rounds, with_threads, without_clash
 from .portable.boosters import LightGBMText
 from .predict import predict_rows
 
@@ -70,23 +72,68 @@ def unknown_lightgbm(kind: str, params: dict) -> None:
 
 def probe_params(params: dict) -> None:
     """Train one round on a tiny random set with ``params`` (device included): bad parameters and
-    missing devices fail here, in a second, with a clear message."""
-    x = np.random.default_rng(0).random((64, 2))
+    missing devices fail here, in a second, with a clear message. Its features take 5 values, as
+    Numerai's do, so the OpenCL learner compiles the kernel training will use (16 bins; PoCL caches it)."""
+    x = np.random.default_rng(0).integers(0, 5, (64, 2)).astype(np.float64)
     with lightgbm_errors():
         lgb.train({**without_clash(params), "min_data_in_leaf": 1, "min_data_in_bin": 1}, lgb.Dataset(x, x[:, 0]), 1)
 
 
-def resolve_lightgbm_device(device: str, params: dict) -> str:
-    """``auto`` → ``gpu`` when LightGBM's OpenCL learner finds a device, else ``cpu``; checks ``params``."""
-    device_params(device)
-    if device == "auto":
+def cuda_name(params: dict) -> str | None:
+    """The name of the CUDA device LightGBM's CUDA learner uses (``gpu_device_id``, default 0), if known."""
+    name = cuda_device_name(max(int(params.get("gpu_device_id", -1)), 0))
+    return f"{name} (CUDA)" if name else None
+
+
+def opencl_choice(params: dict) -> DeviceChoice:
+    """``--device gpu``: LightGBM's OpenCL device (:func:`~eraflow.engine.models.opencl.lightgbm_opencl_device`);
+    a warning when it is not a GPU (PoCL's CPU device trains several times slower than the CPU learner)."""
+    found = lightgbm_opencl_device(params)
+    if found is not None and not found.is_gpu:
+        warn(f"--device gpu: LightGBM's OpenCL device is {found.describe()}, not a GPU: it trains slower than "
+             "--device cpu (LightGBM's CPU learner)")
+    return DeviceChoice("gpu", "gpu", found.describe() if found else None)
+
+
+def auto_choice(params: dict) -> DeviceChoice:
+    """``--device auto``: cuda when LightGBM's CUDA learner trains here (a CUDA build and a GPU), else gpu
+    when LightGBM's OpenCL device is of type GPU and trains, else cpu, saying why."""
+    try:
+        probe_params({**params, "device_type": "cuda"})
+        return DeviceChoice("cuda", "auto", cuda_name(params))
+    except InputError:
+        pass
+    found = lightgbm_opencl_device(params)
+    if found is None:
+        why = "no OpenCL or CUDA device found"
+    elif not found.is_gpu:
+        why = f"no GPU: LightGBM's OpenCL device is {found.describe()}, slower than the CPU learner"
+    else:
         try:
             probe_params({**params, "device_type": "gpu"})
-            return "gpu"
+            return DeviceChoice("gpu", "auto", found.describe())
         except InputError:
-            device = "cpu"
+            why = f"LightGBM's OpenCL learner failed on {found.describe()}"
+    probe_params({**params, "device_type": "cpu"})
+    return DeviceChoice("cpu", "auto", why=why)
+
+
+def choose_lightgbm_device(device: str, params: dict) -> DeviceChoice:
+    """The device LightGBM trains on for ``--device device``, ``params`` checked by a one-round probe on it:
+    cpu; gpu, the OpenCL learner (:func:`opencl_choice`); cuda, the CUDA learner (a CUDA build of LightGBM);
+    auto (:func:`auto_choice`), never a CPU OpenCL device."""
+    device_params(device)
+    if device == "auto":
+        return auto_choice(params)
     probe_params({**params, "device_type": device})
-    return device
+    if device == "gpu":
+        return opencl_choice(params)
+    return DeviceChoice(device, device, cuda_name(params) if device == "cuda" else None)
+
+
+def resolve_lightgbm_device(device: str, params: dict) -> str:
+    """The device of :func:`choose_lightgbm_device`: ``cpu``, ``gpu`` or ``cuda``."""
+    return choose_lightgbm_device(device, params).device
 
 
 class LightGBMSteps:
@@ -166,7 +213,7 @@ class LightGBMModel:
 
     def predict(self, x: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         with lightgbm_failures("the model's predictions"):
-            return self.booster.predict(int8_to_float32(x), num_iteration=self.rounds, **predict_params())
+            return predict_codes(self.booster, x, num_iteration=self.rounds, **predict_params())
 
     def save(self, model_dir: Path, target: str) -> None:
         with lightgbm_stderr_closed():
@@ -213,7 +260,11 @@ class LightGBMKind:
         return settings
 
     def resolve_device(self, device: str, settings: dict) -> str:
-        return resolve_lightgbm_device(device, with_threads(split_rounds(without_era_boost(settings))[0]))
+        return self.choose_device(device, settings).device
+
+    def choose_device(self, device: str, settings: dict) -> DeviceChoice:
+        """The device, its name and why it was chosen (:func:`choose_lightgbm_device`)."""
+        return choose_lightgbm_device(device, with_threads(split_rounds(without_era_boost(settings))[0]))
 
     def max_rounds(self, settings: dict) -> int:
         """The first fit's rounds and the era boosting trees."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
@@ -119,6 +120,27 @@ def device_params(device: str) -> dict:
     if device not in DEVICES:
         raise InputError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     return {"device_type": device}
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    """The device a training uses: ``device`` (cpu, gpu, cuda) for the ``--device`` asked (``requested``),
+    the device's ``name`` when known, and ``why`` a choice was made (``auto`` choosing cpu: no GPU found)."""
+
+    device: str
+    requested: str
+    name: str | None = None
+    why: str | None = None
+
+    def record(self) -> dict:
+        """What model.json records: ``{"requested", "device"}`` and ``name``/``why`` when known."""
+        return {"requested": self.requested, "device": self.device,
+                **{k: v for k, v in (("name", self.name), ("why", self.why)) if v}}
+
+    def describe(self) -> str:
+        """``device`` with its name or the reason it was chosen, for the train command's output."""
+        about = "; ".join(x for x in (self.name, self.why) if x)
+        return f"{self.device} ({about})" if about else self.device
 
 
 def with_threads(params: dict) -> dict:

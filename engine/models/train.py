@@ -59,6 +59,7 @@ from ..threads import configured_threads, set_threads
 from ..version import eraflow_version
 from .cv import default_embargo, era_indices, era_splits, labeled_eras, training_eras
 from .kind import DEFAULT_KIND, MODEL_FORMAT, FitData, Fitted, Kind, get_kind
+from .params import DeviceChoice
 from .predict import (
     ENSEMBLE,
     MODEL_JSON,
@@ -253,6 +254,7 @@ class TrainResult:
     aliases: dict = field(default_factory=dict)  # duplicate target → the trained target with its values
     ensemble: dict = field(default_factory=dict)  # {"targets", "scored_on", "cv"?, "valid"?} with several targets
     settings: dict = field(default_factory=dict)  # the kind's settings
+    device_choice: DeviceChoice | None = None  # the device's name and why it was chosen
 
 
 def _split_eras(store: EraStore, config: TrainConfig, target: str,
@@ -306,6 +308,7 @@ class Fitter:
     config: TrainConfig
     device: str
     counter: RoundCounter
+    device_choice: DeviceChoice  # ``device`` with its name and why it was chosen
 
     @property
     def stops_early(self) -> bool:
@@ -341,13 +344,20 @@ def make_fitter(store: EraStore, config: TrainConfig, n_models: int, progress: P
     _, cols = feature_selection(store, config)
     kind = get_kind(config.kind)
     settings = kind.check_settings(config.params)
-    device = kind.resolve_device(config.device, settings)
+    choice = choose_device(kind, config.device, settings)
     counter = RoundCounter(n_models, kind.max_rounds(settings), progress, status, getattr(kind, "unit", "round"))
     if not config.data_parallel:
-        return Fitter(store, kind, settings, cols, config, device, counter)
+        return Fitter(store, kind, settings, cols, config, choice.device, counter, choice)
     from ..cluster.lgbm_dask import DataParallelFitter
 
-    return DataParallelFitter(store, kind, settings, cols, config, device, counter, client)
+    return DataParallelFitter(store, kind, settings, cols, config, choice.device, counter, choice, client=client)
+
+
+def choose_device(kind: Kind, device: str, settings: dict) -> DeviceChoice:
+    """The device ``kind`` trains on for ``--device device``: its ``choose_device`` (with the device's name
+    and why it was chosen) when it has one, else its ``resolve_device``."""
+    choose = getattr(kind, "choose_device", None)
+    return choose(device, settings) if choose else DeviceChoice(kind.resolve_device(device, settings), device)
 
 
 def _cross_validate(fitter: Fitter, target: str, train: np.ndarray, embargo: int):
@@ -568,7 +578,8 @@ def train_models(store: EraStore, out_dir: str | Path, config: TrainConfig, comm
                 "derived": derived_recipe(store, names),
                 "aliases": aliases, "params": fitter.settings,
                 "fitted": {t: r.info for t, r in results.items() if r.info},
-                "rounds": rounds_used, "device": fitter.device, "store": str(store.path.resolve()),
+                "rounds": rounds_used, "device": fitter.device, "device_choice": fitter.device_choice.record(),
+                "store": str(store.path.resolve()),
                 "store_fingerprint": store.fingerprint, "config": {**asdict(config), "params": None},
                 "train_eras": {t: r.train_eras for t, r in results.items()},
                 "stopping_eras": {t: r.stopping_eras for t, r in results.items()},
@@ -582,7 +593,7 @@ def train_models(store: EraStore, out_dir: str | Path, config: TrainConfig, comm
     if fitter.stops_early:
         _warn_optimistic(config, counter.unit)
     return TrainResult(out_dir, targets, names, cv_report, valid_report, rounds_used, fitter.device,
-                       time.perf_counter() - started, aliases, ensemble, fitter.settings)
+                       time.perf_counter() - started, aliases, ensemble, fitter.settings, fitter.device_choice)
 
 
 def ensemble_target(store: EraStore, targets: list[str]) -> str:
