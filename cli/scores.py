@@ -17,14 +17,12 @@ from eraflow.engine.cluster.client import check_store_visible, open_client
 from eraflow.engine.evaluation.evaluate import EvaluateOptions, evaluate_predictions, evaluation_run
 from eraflow.engine.evaluation.ledger import record_run
 from eraflow.engine.evaluation.predictions import align_predictions, write_predictions
-from eraflow.engine.evaluation.report import write_report
 from eraflow.engine.evaluation.scoring import (
     ScoreOptions,
     check_portfolio_files,
     neutralize_aligned,
     score_predictions,
 )
-from eraflow.engine.models.predict import load_model
 from eraflow.engine.outputs import check_output_dir, check_output_file
 
 from .options import cluster_options, command_line, csv_list, json_option, print_json
@@ -225,6 +223,9 @@ def evaluate(preds, store_path, output, target, feature_set, meta_model, meta_co
     with open_client(workers, scheduler, scheduler_timeout) as client, row_progress(as_json) as progress:
         check_store_visible(client, store_path, store.fingerprint)
         result = evaluate_predictions(store, preds, options, csv_list(columns), progress, client)
+    from eraflow.engine.evaluation.report import write_report  # matplotlib: only evaluate draws plots
+    from eraflow.engine.models.predict import load_model
+
     model = load_model(model_dir) if model_dir else None
     paths = write_report(result, output, store, model)
     run = evaluation_run(result, store, options, command_line(), {**paths, "predictions": str(preds.resolve())})
