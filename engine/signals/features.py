@@ -47,7 +47,7 @@ import numpy as np
 import polars as pl
 
 from ..errors import InputError
-from .keys import ERA_COLUMNS, TICKER_COLUMNS, era_labels, find_column
+from .keys import ERA_COLUMNS, TICKER_COLUMNS, era_dates, find_column
 
 KIND = "signals_features"  # parquet footer marker (engine.outputs): eraflow replaces only files it wrote
 MAX_GAP_DAYS = 10  # calendar days between two rows of a ticker; a longer gap is a broken history (two weeks off)
@@ -127,15 +127,6 @@ class FeatureResult:
 
 # -- reading -------------------------------------------------------------------------------------
 
-def _dates(column: pl.Series, where: str) -> pl.Series:
-    """A pl.Date column of dates, datetimes, YYYY-MM-DD strings or YYYYMMDD integers (keys.era_labels' rules)."""
-    if column.dtype == pl.Date:
-        return column
-    if column.dtype.is_temporal():
-        return column.cast(pl.Date)
-    return era_labels(column, where).str.to_date("%Y-%m-%d")
-
-
 def _column_names(path: Path, what: str) -> list[str]:
     """The columns of the parquet file at ``path`` (from its footer); InputError when there is no such file."""
     if not path.is_file():
@@ -168,7 +159,7 @@ def read_prices(path: str | Path, ticker_column: str | None = None, max_gap_days
     if frame[ticker].null_count():
         raise InputError(f"{where}: {ticker} is missing on row {_first(frame[ticker].is_null())}; every row needs a "
                          "ticker")
-    frame = frame.with_columns(_dates(frame["date"], where).alias("date"))
+    frame = frame.with_columns(era_dates(frame["date"], where).alias("date"))
     if frame["date"].null_count():
         raise InputError(f"{where}: date is missing on row {_first(frame['date'].is_null())}")
     frame = frame.sort(ticker, maintain_order=True)  # stable: a ticker's rows keep the file's order
@@ -445,7 +436,8 @@ def join_targets(frame: pl.DataFrame, ticker: str, path: str | Path) -> tuple[pl
     table = pl.read_parquet(path, columns=[their_ticker, date, *targets])
     for name in targets:
         _numbers(table, name, where)  # InputError for a target that is not numeric
-    table = table.select(pl.col(their_ticker).cast(pl.String).alias(ticker), _dates(table[date], where).alias("date"),
+    table = table.select(pl.col(their_ticker).cast(pl.String).alias(ticker),
+                         era_dates(table[date], where).alias("date"),
                          *(pl.col(t).cast(pl.Float64) if table[t].dtype.is_integer() else pl.col(t) for t in targets))
     twice = table.select(ticker, "date").is_duplicated()
     if twice.any():

@@ -18,14 +18,14 @@ ERA_COLUMNS = ("friday_date", "date")  # numerai-tools SIGNALS_ALLOWED_DATE_COLS
 TICKER_COLUMNS = ("numerai_ticker", "ticker", "bloomberg_ticker", "composite_figi", "sedol")
 
 
-def era_labels(column: pl.Series, where: str) -> pl.Series:
-    """ISO dates ``YYYY-MM-DD`` (strings) of a date, datetime, ``YYYY-MM-DD`` string or ``YYYYMMDD`` integer column."""
+def era_dates(column: pl.Series, where: str) -> pl.Series:
+    """A ``pl.Date`` column of a date, datetime, ``YYYY-MM-DD`` string or ``YYYYMMDD`` integer column."""
     dtype = column.dtype
     if dtype == pl.Date:
-        dates = column
-    elif dtype.is_temporal():
-        dates = column.cast(pl.Date)
-    elif dtype.is_integer():
+        return column
+    if dtype.is_temporal():
+        return column.cast(pl.Date)
+    if dtype.is_integer():
         dates = column.cast(pl.String).str.strptime(pl.Date, "%Y%m%d", strict=False)
     elif dtype == pl.String:
         dates = column.str.strptime(pl.Date, "%Y-%m-%d", strict=False)
@@ -35,7 +35,12 @@ def era_labels(column: pl.Series, where: str) -> pl.Series:
     if bad.any():
         raise InputError(f"{where}: {column.name} value {column.filter(bad)[0]!r} is not a date "
                          "(expected YYYY-MM-DD or YYYYMMDD)")
-    return dates.dt.strftime("%Y-%m-%d").alias(column.name)
+    return dates
+
+
+def era_labels(column: pl.Series, where: str) -> pl.Series:
+    """ISO dates ``YYYY-MM-DD`` (strings) of :func:`era_dates`."""
+    return era_dates(column, where).dt.strftime("%Y-%m-%d").alias(column.name)
 
 
 def make_keys(eras: pl.Series, tickers: pl.Series) -> pl.Series:
