@@ -18,7 +18,8 @@ copied (libgomp's default spinning waits), the same recipe with ``OMP_WAIT_POLIC
 eraflow's CLI sets on a busy machine; anyone can set it, so the ratio against it is eraflow's own gain), eraflow's
 first run (no store, no dataset cache) and its re-run (store and LightGBM binary cached: ingest
 finds its sources unchanged, train reloads the binary). Each process's wall time and peak
-RSS (``ru_maxrss`` from ``wait4``) is recorded; a side's peak RSS is the largest of its processes.
+RSS (``ru_maxrss`` from ``wait4``, taken by a small launcher so that the bench's own size does not count)
+is recorded; a side's peak RSS is the largest of its processes.
 The result prints medians, the ratios eraflow ÷ recipe, the held-out mean per-era corr of both
 (equal to ~1e-6: eraflow writes its predictions as float32, which ties a few of them) and the
 machine's 1-minute load average meanwhile; benches/results/journey.{md,json} hold every run.
@@ -83,17 +84,30 @@ print(json.dumps({"steps": steps, "corr": float(per_era.mean()), "eras": int(per
 """
 
 
+# Runs a command as its child and writes the child's wall seconds and ru_maxrss (KiB) to argv[1]. Linux counts
+# in a process's ru_maxrss the RSS of the process it was spawned from (the pre-exec high-water mark): measured as
+# a child of this bench, which holds the synthetic data it wrote (~270-340 MiB), a small command showed this
+# bench's size. Timed in the launcher, so its own start (~30 ms) is not counted.
+LAUNCHER = ("import os, sys, time\n"
+            "t = time.perf_counter()\n"
+            "pid = os.posix_spawn(sys.argv[2], sys.argv[2:], os.environ)\n"
+            "_, status, usage = os.wait4(pid, 0)\n"
+            "open(sys.argv[1], 'w').write(f'{time.perf_counter() - t} {usage.ru_maxrss}')\n"
+            "sys.exit(os.waitstatus_to_exitcode(status))")
+
+
 def measure(cmd: list[str], log: Path, env: dict | None = None) -> dict:
-    """Run ``cmd`` (output into ``log``): wall seconds, exit code, peak RSS (ru_maxrss, MiB)."""
-    started = time.perf_counter()
+    """Run ``cmd`` (output into ``log``): wall seconds, exit code, peak RSS (its ru_maxrss, MiB)."""
+    report = log.with_suffix(".usage")
+    report.unlink(missing_ok=True)
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-    rc = os.waitstatus_to_exitcode(status)
+        rc = subprocess.run([sys.executable, "-S", "-c", LAUNCHER, str(report), *cmd], stdout=out,
+                            stderr=subprocess.STDOUT, env=env).returncode
     if rc:
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
         print(f"  ! {Path(cmd[0]).name} {cmd[1]} exited {rc}: {tail[0][:300]}", flush=True)
-    return {"seconds": time.perf_counter() - started, "peak_rss_mib": usage.ru_maxrss / 1024, "rc": rc}
+    seconds, kib = map(float, report.read_text().split()) if report.exists() else (float("nan"), float("nan"))
+    return {"seconds": seconds, "peak_rss_mib": kib / 1024, "rc": rc}
 
 
 def last_json(log: Path):
@@ -212,6 +226,9 @@ def summarize(runs: dict) -> dict:
     for name, rs in runs.items():
         out[name] = {"seconds": med(r["seconds"] for r in rs), "peak_rss_mib": med(r["peak_rss_mib"] for r in rs),
                      "corr": rs[0]["corr"], "steps": {k: med(r["steps"][k] for r in rs) for k in rs[0]["steps"]}}
+        if "step_peak_rss_mib" in rs[0]:
+            out[name]["step_peak_rss_mib"] = {k: med(r["step_peak_rss_mib"][k] for r in rs)
+                                              for k in rs[0]["step_peak_rss_mib"]}
     recipe = out["recipe"]
     for name in ("first", "rerun"):
         out[name]["wall_ratio"] = out[name]["seconds"] / recipe["seconds"]
@@ -226,6 +243,14 @@ LABELS = {"recipe": "recipe", "recipe_passive": "recipe, passive waits", "first"
           "rerun": "eraflow, re-run"}
 
 
+def step_peaks(peaks: dict | None) -> str:
+    """Each eraflow step's peak RSS, the largest (the side's peak) in bold; empty for the recipe (one process)."""
+    if not peaks:
+        return ""
+    top = max(peaks, key=peaks.get)
+    return ", ".join(f"**{k} {v:,.0f}**" if k == top else f"{k} {v:,.0f}" for k, v in peaks.items())
+
+
 def markdown(result: dict) -> str:
     a = result["args"]
     lines = [f"# The whole journey: eraflow vs the example-scripts recipe ({result['machine']})", "",
@@ -233,8 +258,8 @@ def markdown(result: dict) -> str:
              f"{json.dumps(MODEL)}, seed {SEED}, {a['threads']} threads both sides; medians of the "
              "interleaved repeats of each size.", "",
              "| rows × features | side | wall s | peak RSS MiB | wall ÷ recipe | RSS ÷ recipe | held-out corr "
-             "| steps (s) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| steps (s) | steps' peak RSS (MiB) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for size in result["sizes"]:
         s = size["summary"]
         for name, label in LABELS.items():
@@ -248,11 +273,13 @@ def markdown(result: dict) -> str:
                 ratio += f" | **{row['rss_ratio']:.2f}×**"
             lines.append(f"| {size['rows']:,} × {size['features']} ({size['repeat']}×) | {label} | "
                          f"{row['seconds']:.1f} | {row['peak_rss_mib']:,.0f} | {ratio or ' | '} | {row['corr']:.6f} | "
-                         + ", ".join(f"{k} {v:.2f}" for k, v in row["steps"].items()) + " |")
+                         + ", ".join(f"{k} {v:.2f}" for k, v in row["steps"].items()) + " | "
+                         + step_peaks(row.get("step_peak_rss_mib")) + " |")
         lo, hi = min(size["load"]), max(size["load"])
-        lines.append(f"| | load average (1 min) during this size | {lo:.1f}–{hi:.1f} | | | | | |")
+        lines.append(f"| | load average (1 min) during this size | {lo:.1f}–{hi:.1f} | | | | | | |")
     lines += ["", "eraflow steps are separate `eraflow` processes (imports included); its peak RSS is the largest "
-              "of its processes. The recipe's steps are timed inside its one process (import: lightgbm, pandas, "
+              "of its processes (the bold step; medians per step, so a side's peak can differ from the bold one's "
+              "median). The recipe's steps are timed inside its one process (import: lightgbm, pandas, "
               "numerai-tools). First run: no store, no dataset cache; re-run: store and LightGBM binary cached. "
               "eraflow's CLI sets `OMP_WAIT_POLICY=passive` when the load average is ≥ the cores; the recipe runs "
               "with libgomp's default (spinning waits), as copied; `recipe, passive waits` is the same recipe with "

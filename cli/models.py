@@ -9,14 +9,15 @@ import click
 from eraflow.engine import open_store
 from eraflow.engine.cluster.client import check_store_visible, open_client
 from eraflow.engine.evaluation.ledger import record_run
-from eraflow.engine.evaluation.predictions import write_predictions
+from eraflow.engine.evaluation.prediction_writer import write_predictions
 from eraflow.engine.models.era_boost import with_era_boost
 from eraflow.engine.models.kind import DEFAULT_KIND, TRAINABLE
 from eraflow.engine.models.params import DEVICES, check_network_option, kind_params, with_options
-from eraflow.engine.models.predict import ENSEMBLE, load_model, predict_table
+from eraflow.engine.models.predict import ENSEMBLE, load_model, predict_table, read_meta
 from eraflow.engine.models.train import TrainConfig, train_models, training_run
 from eraflow.engine.outputs import check_output_dir, check_output_file
 
+from .lean import import_lightgbm_lean_for
 from .options import cluster_options, command_line, csv_list, era_boost_option, json_option, print_json, quiet_option
 from .progress import train_progress
 from .runs import ledger_option
@@ -88,6 +89,8 @@ def train(store_path, output, targets, feature_set, features, kind, params_spec,
       eraflow train store/ -o models/mlp --model mlp --epochs 20 --batch-size 8192 --valid-eras 0575: --device auto
       eraflow train /shared/store -o /shared/models/big --scheduler tcp://10.0.0.5:8786 --data-parallel
     """
+    if workers is None and scheduler is None:  # before anything imports lightgbm; lightgbm.dask needs scikit-learn
+        import_lightgbm_lean_for(kind)
     check_network_option("--epochs", epochs, kind)
     check_network_option("--batch-size", batch_size, kind)
     params = with_options(kind_params(kind, params_spec), blocks=blocks, pca_frac=pca_frac, sub_model=sub_model,
@@ -149,6 +152,7 @@ def predict(model_dir, store_path, output, eras, proportion, feature_set):
       eraflow predict models/starter store/ -o preds.parquet --neutralize 0.5 --feature-set medium
     """
     check_output_file(output, "predictions", inputs=[model_dir, store_path])
+    import_lightgbm_lean_for(read_meta(model_dir).get("kind", DEFAULT_KIND))
     table = predict_table(load_model(model_dir), open_store(store_path), eras, proportion, feature_set)
     write_predictions(output, table.ids, table.eras, table.columns)
     click.echo(f"wrote {output}: {len(table.ids):,} rows, {len(set(table.eras))} eras, "

@@ -1,7 +1,9 @@
 """Per-era kernels on ``(values, offsets)``: rows sorted by era, era k = rows ``offsets[k]:offsets[k+1]``.
 
 Each operation takes ``backend="auto" | "numpy" | "numba" | "cupy"`` (see :mod:`.backend`) and
-matches numerai-tools 0.7.2 applied era by era; NumPy arrays in, NumPy arrays out.
+matches numerai-tools 0.7.2 applied era by era; NumPy arrays in, NumPy arrays out. The compiled kernels
+(``_numba_*``, so numba) and SciPy load on a kernel's first call: importing this package costs neither
+(0.5 s and ~70 MiB of every process otherwise, e.g. `eraflow predict`, which calls none).
 """
 
 from .backend import BACKENDS, gpu_available, resolve_backend

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from types import ModuleType
 
 import numpy as np
-import scipy.linalg
-import scipy.special
 
 from eraflow.engine.errors import InputError
 
@@ -106,13 +104,22 @@ def _numpy_cholesky(c: np.ndarray) -> np.ndarray:
 
 def _numpy_solve_triangular(a: np.ndarray, b: np.ndarray, lower: bool, trans: str = "N") -> np.ndarray:
     """``scipy.linalg.solve_triangular`` over a stack: a (B, k, k), b (B, k, m)."""
+    import scipy.linalg
+
     return np.stack([scipy.linalg.solve_triangular(ai, bi, lower=lower, trans=trans, check_finite=False)
                      for ai, bi in zip(a, b)])
 
 
+def _numpy_ndtri(p: np.ndarray) -> np.ndarray:
+    """``scipy.special.ndtri`` (the normal quantile), imported on first use."""
+    import scipy.special
+
+    return scipy.special.ndtri(p)
+
+
 NUMPY = ArrayNamespace(
     xp=np,
-    ndtri=scipy.special.ndtri,
+    ndtri=_numpy_ndtri,
     cholesky=_numpy_cholesky,
     solve_triangular=_numpy_solve_triangular,
     to_device=np.asarray,

@@ -21,7 +21,6 @@ from eraflow.engine.errors import InputError
 
 from ._checks import columns, era_offsets, finite_number, same_rows, shaped, shown
 from ._eras import map_eras
-from ._numba_churn import top_bottom_overlap_eras
 from ._xp_churn import top_bottom_overlap_block
 from .backend import array_namespace, resolve_backend
 from .correlation import correlation_columns
@@ -227,6 +226,8 @@ def _one_minus(correlation: np.ndarray) -> np.ndarray:
 def _top_bottom_overlap(x: np.ndarray, y: np.ndarray, offsets: np.ndarray, n: int, backend: str) -> np.ndarray:
     """Per era and column the mean top/bottom overlap share of validated ``x``, ``y (n_rows, m)``."""
     if backend == "numba":
+        from ._numba_churn import top_bottom_overlap_eras
+
         return top_bottom_overlap_eras(x, y, offsets, n)
     ns = array_namespace(backend)
     return map_eras(ns, lambda u, v: top_bottom_overlap_block(ns, u, v, n), [x, y], offsets, [np.nan, np.nan],

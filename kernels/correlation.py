@@ -13,7 +13,6 @@ import numpy as np
 
 from eraflow.engine.errors import InputError
 
-from . import _numba_scores
 from ._checks import columns, era_offsets, one_column, same_rows, shaped
 from ._eras import map_eras
 from ._xp_scores import contribution_block, numerai_corr_block, pearson_block, spearman_block
@@ -125,6 +124,8 @@ def correlation_contribution(predictions, meta_model, target, offsets, *, backen
     offsets = era_offsets(offsets, len(x))
     backend = resolve_backend(backend)
     if backend == "numba":
+        from . import _numba_scores
+
         out = _numba_scores.contribution_eras(x, meta, t, offsets)
     else:
         ns = array_namespace(backend)
@@ -136,6 +137,8 @@ def correlation_contribution(predictions, meta_model, target, offsets, *, backen
 def numerai_corr_columns(x: np.ndarray, t: np.ndarray, offsets: np.ndarray, backend: str) -> np.ndarray:
     """:func:`numerai_corr` of validated float64 ``x (n, m)`` and ``t (n, 1)`` on a resolved backend."""
     if backend == "numba":
+        from . import _numba_scores
+
         return _numba_scores.numerai_corr_eras(x, t, offsets)
     ns = array_namespace(backend)
     return map_eras(ns, lambda p, tt: numerai_corr_block(ns, p, tt), [x, t], offsets,
@@ -146,6 +149,8 @@ def correlation_columns(x: np.ndarray, y: np.ndarray, offsets: np.ndarray, spear
                         backend: str) -> np.ndarray:
     """Per-era Pearson/Spearman of validated ``x (n, m)`` with ``y (n, m or 1)`` on a resolved backend."""
     if backend == "numba":
+        from . import _numba_scores
+
         return _numba_scores.correlation_eras(x, y, offsets, spearman)
     ns = array_namespace(backend)
     block = spearman_block if spearman else pearson_block

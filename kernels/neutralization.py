@@ -28,7 +28,6 @@ import numpy as np
 
 from eraflow.engine.errors import InputError
 
-from . import _numba_linalg, _numba_scores
 from ._checks import columns, era_offsets, feature_matrix, finite_number, one_column, row_dtype, same_rows, shaped
 from ._eras import map_eras, map_rows
 from ._xp_linalg import exposure_block, neutralize_block
@@ -118,6 +117,8 @@ def feature_exposure(predictions, features, offsets, *, backend: str = "auto") -
     backend = resolve_backend(backend)
     m = x.shape[1]
     if backend == "numba":
+        from . import _numba_linalg
+
         both = _numba_linalg.exposure_eras(x, feats, offsets, kept, feats.dtype == np.int8)
     else:
         ns = array_namespace(backend)
@@ -290,6 +291,8 @@ def _orthogonal_contribution(residual: np.ndarray, t: np.ndarray, kept: np.ndarr
     ``residual (n, m + 1)`` holds the neutralized columns p and, last, the neutralized meta model."""
     p, m = residual[:, :-1], residual[:, -1:]
     if backend == "numba":
+        from . import _numba_scores
+
         return _numba_scores.orthogonal_contribution_eras(p, m, t, kept, offsets)
     ns = array_namespace(backend)
     return map_eras(ns, lambda pp, mm, tt, kk: orthogonal_contribution_block(ns, pp, mm, tt, kk),
@@ -315,6 +318,8 @@ def neutralized(x: np.ndarray, features: np.ndarray, offsets: np.ndarray, kept: 
     """Neutralization of validated float64 ``x (n, m)`` over the ``kept (n,)`` rows on a resolved
     backend; float64 ``(n, m)``, NaN outside kept rows."""
     if backend == "numba":
+        from . import _numba_linalg
+
         return _numba_linalg.neutralize_eras(x, features, offsets, kept, proportion)
     ns = array_namespace(backend)
     return map_rows(ns, lambda v, f, k: neutralize_block(ns, v, f, k, proportion), [x, features, kept[:, None]],

@@ -23,7 +23,6 @@ import numpy as np
 
 from eraflow.engine.errors import InputError
 
-from . import _numba_portfolio
 from ._checks import columns, era_offsets, finite_matrix, one_column, shaped
 from ._eras import map_eras
 from ._xp_portfolio import alpha_block, mpc_block
@@ -63,6 +62,8 @@ def alpha(predictions, neutralizers, sample_weights, targets, offsets, *, backen
     offsets = era_offsets(offsets, len(x))
     backend = resolve_backend(backend)
     if backend == "numba":
+        from . import _numba_portfolio
+
         out = _numba_portfolio.alpha_eras(x, n_matrix, w[:, 0], t[:, 0], offsets)
     else:
         ns = array_namespace(backend)
@@ -112,6 +113,8 @@ def meta_portfolio_contribution(predictions, stakes, neutralizers, sample_weight
     offsets = era_offsets(offsets, len(x))
     backend = resolve_backend(backend)
     if backend == "numba":
+        from . import _numba_portfolio
+
         out = _numba_portfolio.mpc_eras(x, n_matrix, w[:, 0], t[:, 0], s, offsets)
     else:
         ns = array_namespace(backend)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _numba_scores
 from ._checks import columns, era_offsets, rank_method, row_dtype, shaped
 from ._eras import map_rows
 from ._xp_scores import gaussian_block, rank_block
@@ -78,6 +77,8 @@ def ranks(x: np.ndarray, offsets: np.ndarray, first: bool, gaussian: bool, backe
     """Per-era ranks of validated float64 columns ``x (n, m)``, or ``ndtri`` of average ranks
     when ``gaussian``, on a resolved backend; float64 ``(n, m)``."""
     if backend == "numba":
+        from . import _numba_scores
+
         return _numba_scores.rank_eras(x, offsets, first, gaussian)
     ns = array_namespace(backend)
     if gaussian:

@@ -407,16 +407,22 @@ class EraStore:
         return self.meta["fingerprint"]
 
     def id_table(self, columns: Sequence[str] | None = None) -> pa.Table:
-        """ids.parquet of the opened version (``id`` and extra columns, or ``columns``), in store order."""
+        """ids.parquet of the opened version (``id`` and extra columns, or ``columns``), in store order.
+
+        Read with ``ParquetFile``, not ``pq.read_table``: that goes through ``pyarrow.dataset``, whose
+        import imports pandas (0.4 s of every `predict` and `score`). In this thread (``use_threads=False``):
+        the buffer is a Python mmap, and an Arrow worker that drops the last reference to it after the read
+        returned must take the GIL; at interpreter exit that killed the process (std::terminate, exit 134)."""
         try:
-            return pq.read_table(pa.BufferReader(self._ids_buffer), columns=columns)
+            return pq.ParquetFile(pa.BufferReader(self._ids_buffer)).read(columns=columns, use_threads=False)
         except (pa.ArrowException, OSError) as exc:
             raise _damaged(self.path, f"{IDS} cannot be read ({first_line(exc)})") from None
 
     @cached_property
     def ids(self) -> np.ndarray:
-        """Row ids in store order (numpy str objects; read on first use)."""
-        return self.id_table(["id"]).column("id").to_numpy()
+        """Row ids in store order (numpy str objects; read on first use). Through a list: Arrow's ``to_numpy``
+        of strings imports pandas (0.3 s of `eraflow predict`)."""
+        return np.array(self.id_table(["id"]).column("id").to_pylist(), dtype=object)
 
     def extra(self, name: str) -> np.ndarray:
         """An extra source column kept beside the ids (e.g. ``data_type``), in store order."""

@@ -13,19 +13,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import polars as pl
 import pyarrow as pa
 
-from ..atomic import atomic_write_parquet
 from ..data.sources import is_parquet, is_text, open_parquet
 from ..data.store import EraStore, era_rows
 from ..errors import InputError
-from ..numerai.submission import read_submission
-from ..outputs import check_output_file
 from ..signals.aligned import key_columns, keyed_ids, store_keys
+from .prediction_writer import write_predictions as write_predictions  # where callers have imported it from
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MIN_COVERAGE = 0.99  # share of the rows of each touched era a file must predict
 NOT_PREDICTIONS = ("id", "era", "data_type")
@@ -52,6 +53,8 @@ def _no_rows(path: Path) -> InputError:
 
 def pandas_numeric_columns(frame: pd.DataFrame, skip) -> list[str]:
     """Names of the numeric (not bool) columns of ``frame`` outside ``skip``."""
+    import pandas as pd  # here, not at the top: only CSV files need it (0.5 s of every `predict` and `score`)
+
     return [str(n) for n in frame.columns if n not in skip and pd.api.types.is_numeric_dtype(frame[n])
             and not pd.api.types.is_bool_dtype(frame[n])]
 
@@ -86,6 +89,8 @@ def _with_ids(path: Path, frame: pl.DataFrame, key_cols: tuple[str, ...], chosen
 def _read_csv_ids_and_values(path: Path, columns: list[str] | None,
                              keys: dict[str, str] | None) -> tuple[pl.DataFrame, list[str]]:
     """A CSV prediction file, read as ``submit`` reads it (ids as strings)."""
+    from ..numerai.submission import read_submission  # imports pandas
+
     df = read_submission(path)
     key_cols = _key_columns(path, [str(n) for n in df.columns], keys)
     if df.empty:  # before choosing columns: a header-only CSV has no numeric column
@@ -204,10 +209,3 @@ def _refuse_infinite(path: Path, columns: list[str], values: np.ndarray, ids: pl
         row, col = np.argwhere(infinite)[0]
         raise InputError(f"{path.name}: prediction column {columns[col]} is {values[row, col]} for id "
                          f"{ids[int(row)]!r}; predictions must be finite numbers (leave a missing one empty/NaN)")
-
-
-def write_predictions(path: str | Path, ids: np.ndarray, eras: np.ndarray, columns: dict[str, np.ndarray]) -> None:
-    """Write ``id``, ``era`` and prediction columns to ``path`` atomically."""
-    table = pa.table({"id": pa.array(ids, pa.string()), "era": pa.array(eras, pa.string()),
-                      **{k: pa.array(np.asarray(v, dtype=np.float32)) for k, v in columns.items()}})
-    atomic_write_parquet(check_output_file(path, "predictions"), table, "predictions")

@@ -6,10 +6,20 @@ being binned is ever float. The constructed Dataset (binned features, no labels)
 ``save_binary`` in the store's cache (:mod:`eraflow.engine.data.cache`) under a key of the store
 fingerprint, rows, features and binning parameters; later runs reload it after checking its
 sha256 (no re-binning), and set the labels from the store.
+
+While LightGBM bins a feature into 4-bit bins it also fills a 4-bit push buffer that it never frees
+(``DenseBin::buf_``): a Dataset built in one piece holds 1 byte per cell, 6.1 GiB for 2.74M × 2376.
+Large sets are therefore binned in column blocks of at most ``BLOCK_CELLS`` cells; every later block
+is merged into the first with ``Dataset.add_features_from`` (which keeps a compact copy: 0.5 byte per
+cell) and then freed, so the set holds 0.5 byte per cell plus the first block's buffer. Each block is
+its own cache entry. The model is the one-piece model (tests/test_lgb_data_blocks.py) unless LightGBM
+would have bundled sparse features of different blocks (exclusive feature bundling), which dense
+codes such as Numerai's never are.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -32,6 +42,13 @@ LOGGER.propagate = False  # not user warnings: the CLI prints those of the "eraf
 lgb.register_logger(LOGGER)
 
 KEY_VERSION = 2  # 2: labels left out of the binary and the key (one entry serves every target)
+BLOCK_CELLS = 1 << 29  # rows × features binned at once: 512 MiB while binning, 256 MiB once merged
+# Parameters a column block cannot take: lists or files per feature, and linear trees (LightGBM's merge
+# leaves their raw values in the wrong order when sparse features share a group).
+ONE_PIECE_PARAMS = frozenset({
+    "max_bin_by_feature", "monotone_constraints", "monotone_constraint", "monotonic_cst", "mc", "feature_contri",
+    "feature_contrib", "fc", "fp", "feature_penalty", "forcedbins_filename", "categorical_feature", "cat_feature",
+    "categorical_column", "cat_column", "categorical_features", "linear_tree", "linear_trees"})
 BINNING_PARAMS = ("max_bin", "min_data_in_bin", "bin_construct_sample_cnt", "data_random_seed",
                   "feature_pre_filter", "use_missing", "zero_as_missing", "linear_tree", "max_bin_by_feature")
 
@@ -67,10 +84,13 @@ class StoreRows(lgb.Sequence):
         return self._rows(int(idx), int(idx) + 1)[0].astype(np.float64)
 
 
-def _cache_key(store: EraStore, runs, cols, params: dict) -> str:
+def _cache_key(store: EraStore, runs, cols, params: dict, names_from: int = 0) -> str:
+    """``names_from``: the number in the first feature's name (``Column_<n>``), a block's place in its set."""
     binning = {k: params[k] for k in BINNING_PARAMS if k in params}
     record = {"version": KEY_VERSION, "store": store.fingerprint, "runs": runs,
               "cols": None if cols is None else list(map(int, cols)), "binning": binning, "lightgbm": lgb.__version__}
+    if names_from:
+        record["names_from"] = names_from
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -105,32 +125,75 @@ def _save_cached(store: EraStore, key: str, dataset: lgb.Dataset, record: dict) 
         dataset_cache.abandon(slot, first_line(exc))
 
 
+def column_blocks(n_rows: int, n_features: int, params: dict) -> list[slice]:
+    """The column ranges binned one at a time: ``BLOCK_CELLS // n_rows`` features each (at least one),
+    or all at once when ``params`` hold one of ``ONE_PIECE_PARAMS``."""
+    if ONE_PIECE_PARAMS.intersection(params):
+        return [slice(0, n_features)]
+    width = max(1, BLOCK_CELLS // max(n_rows, 1))
+    return [slice(lo, min(lo + width, n_features)) for lo in range(0, n_features, width)] or [slice(0, 0)]
+
+
 def store_dataset(store: EraStore, era_index: np.ndarray, cols: Seq[int] | None, label: np.ndarray,
                   params: dict, reference: lgb.Dataset | None = None, cache: bool = True) -> lgb.Dataset:
     """A constructed Dataset of the eras ``era_index`` (label given in the same row order).
 
-    Training sets (``reference is None``) are cached (:mod:`eraflow.engine.data.cache`) without
-    labels: ``label`` is set after building or loading, so a cache entry cannot change what a
-    model learns. Validation sets share the training set's bins through ``reference`` and are
-    built directly.
+    Training sets (``reference is None``) are built in :func:`column_blocks` and cached
+    (:mod:`eraflow.engine.data.cache`) without labels: ``label`` is set after building or loading,
+    so a cache entry cannot change what a model learns. Validation sets share the training set's
+    bins through ``reference`` and are built directly.
     """
     era_index = np.asarray(era_index)
     runs = row_runs(store.offsets, era_index)
+    ds_params = {**params, "verbose": -1}
+    if reference is not None:
+        return _build(store, runs, cols, label, ds_params, reference)
     cols = None if cols is None else np.asarray(cols, dtype=np.int64)
     n_rows = sum(hi - lo for lo, hi in runs)
     n_features = len(store.feature_names) if cols is None else len(cols)
+    blocks = column_blocks(n_rows, n_features, params)
+    if len(blocks) == 1:
+        return _block_dataset(store, era_index, runs, cols, params, cache).set_label(label)
+    block_cols = np.arange(n_features) if cols is None else cols
+    sample = functools.cache(lambda: _sample_codes(store, runs, cols, ds_params, n_rows))  # read if a block is built
+    dataset = None
+    for block in blocks:
+        part = _block_dataset(store, era_index, runs, block_cols[block], params, cache, block, sample)
+        dataset = part if dataset is None else dataset.add_features_from(part)
+        del part  # its bins and push buffers go; `dataset` keeps a compact copy
+    return dataset.set_label(label)
+
+
+def _sample_codes(store: EraStore, runs, cols, ds_params: dict, n_rows: int) -> np.ndarray:
+    """The int8 codes (every column of ``cols``) of the rows LightGBM samples to find bins, read once for all blocks."""
+    seqs = _sequences(store, runs, cols)
+    return sample_codes(seqs, StoreDataset(seqs, params=ds_params)._create_sample_indices(total_nrow=n_rows))
+
+
+def _block_dataset(store: EraStore, era_index: np.ndarray, runs, cols, params: dict, cache: bool,
+                   block: slice | None = None, sample=None) -> lgb.Dataset:
+    """The Dataset (no labels) of the columns ``cols``, from the cache or built (and cached). A block
+    of a larger set names its features by their place in the set, as LightGBM's own names do, and
+    bins from the set's ``sample()``."""
+    n_rows = sum(hi - lo for lo, hi in runs)
+    n_features = len(store.feature_names) if cols is None else len(cols)
     ds_params = {**params, "verbose": -1}
-    if not cache or reference is not None:
-        return _build(store, runs, cols, label, ds_params, reference)
-    key = _cache_key(store, runs, cols, params)
+    names = None if block is None else [f"Column_{j}" for j in range(block.start, block.stop)]
+
+    def build() -> lgb.Dataset:
+        return _build(store, runs, cols, None, ds_params, None, names, None if sample is None else sample()[:, block])
+
+    if not cache:
+        return build()
+    key = _cache_key(store, runs, cols, params, 0 if block is None else block.start)
     dataset = _load_cached(store, key, n_rows, n_features, ds_params)
     if dataset is None:
-        dataset = _build(store, runs, cols, None, ds_params, None)
+        dataset = build()
         eras = [store.eras[int(era_index[0])], store.eras[int(era_index[-1])]] if era_index.size else []
         _save_cached(store, key, dataset, {"rows": n_rows, "features": n_features, "eras": eras,
                                            "n_eras": int(era_index.size), "store_fingerprint": store.fingerprint,
                                            "lightgbm": lgb.__version__})
-    return dataset.set_label(label)
+    return dataset
 
 
 def sample_codes(seqs: list[StoreRows], indices: np.ndarray) -> np.ndarray:
@@ -167,8 +230,24 @@ class StoreDataset(lgb.Dataset):
     (tests/test_lgb_data_sample.py: byte-identical binaries).
     """
 
+    def __init__(self, *args, sample: np.ndarray | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sample = sample  # the sample's codes when already read (a column block of a larger set)
+
+    def _init_from_sample(self, sample_data: list, sample_indices: list, sample_cnt: int, total_nrow: int):
+        """LightGBM's, then the sample freed: LightGBM's caller would keep it alive through every push of rows
+        (the sample's float64 values are most of the build's memory at 60k × 1000)."""
+        try:
+            return super()._init_from_sample(sample_data, sample_indices, sample_cnt, total_nrow)
+        finally:
+            sample_data.clear()
+            sample_indices.clear()
+
     def _Dataset__sample(self, *, seqs: list[StoreRows], total_nrow: int):  # noqa: N802 (Dataset.__sample)
-        return sample_columns(sample_codes(seqs, self._create_sample_indices(total_nrow=total_nrow)))
+        codes, self.sample = self.sample, None  # not kept for the Dataset's life
+        if codes is None:
+            codes = sample_codes(seqs, self._create_sample_indices(total_nrow=total_nrow))
+        return sample_columns(codes)
 
 
 PREDICT_ROWS = 8192  # rows converted to float32 at a time: 31 MiB at 1000 features, 74 MiB at 2376
@@ -190,7 +269,12 @@ def predict_codes(booster: lgb.Booster, codes: np.ndarray, **kwargs) -> np.ndarr
     return np.concatenate(parts) if parts else booster.predict(buffer, **kwargs)
 
 
-def _build(store: EraStore, runs, cols, label, ds_params: dict, reference) -> lgb.Dataset:
+def _sequences(store: EraStore, runs, cols) -> list[StoreRows]:
+    return [StoreRows(store.features_fd, len(store.feature_names), lo, hi, cols) for lo, hi in runs]
+
+
+def _build(store: EraStore, runs, cols, label, ds_params: dict, reference, names: list[str] | None = None,
+           sample: np.ndarray | None = None) -> lgb.Dataset:
     """Bin the rows ``runs`` of the store's features (read from the store's open descriptor)."""
-    data = [StoreRows(store.features_fd, len(store.feature_names), lo, hi, cols) for lo, hi in runs]
-    return StoreDataset(data, label=label, params=ds_params, reference=reference).construct()
+    return StoreDataset(_sequences(store, runs, cols), label=label, params=ds_params, reference=reference,
+                        feature_name=names or "auto", sample=sample).construct()

@@ -14,7 +14,6 @@ from ..data.derived import check_store_has_derived
 from ..data.eras import eras_in_range
 from ..data.store import EraStore, era_blocks, era_rows, era_subset_offsets, read_codes, row_runs
 from ..errors import InputError
-from ..evaluation.scoring import check_proportion, neutralize_columns
 from .kind import DEFAULT_KIND, Fitted, meta_kind
 from .model_files import check_model_meta
 
@@ -92,10 +91,16 @@ def predict_rows(fitted: Fitted, store: EraStore, era_index: np.ndarray, cols: n
     out = np.empty(int(np.diff(store.offsets)[era_index].sum()), dtype=np.float64)
     done = 0
     for group in era_blocks(store.offsets, era_index, batch_rows):
-        block = np.concatenate([read_codes(store, lo, hi, cols) for lo, hi in row_runs(store.offsets, group)])
+        block = codes_of_runs(store, row_runs(store.offsets, group), cols)
         out[done:done + len(block)] = fitted.predict(block, era_subset_offsets(store.offsets, group))
         done += len(block)
     return out
+
+
+def codes_of_runs(store: EraStore, runs: list[tuple[int, int]], cols: np.ndarray) -> np.ndarray:
+    """The int8 codes of the row runs ``runs``, columns ``cols``: one copy (no concatenation of a single run)."""
+    blocks = [read_codes(store, lo, hi, cols) for lo, hi in runs]
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
 
 
 def rank_ensemble(columns: np.ndarray, offsets: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -152,6 +157,8 @@ def predict_table(model: TrainedModel, store: EraStore, eras: str | None = None,
     """Predict the eras in range ``eras`` (default all); optionally neutralize each column per era
     (``proportion`` in [0, 1])."""
     if proportion is not None:
+        from ..evaluation.scoring import check_proportion, neutralize_columns  # polars: only to neutralize
+
         check_proportion(proportion)  # before the predictions, not after
     era_index = era_positions(store, eras)
     columns = predict_model(model, store, era_index)
