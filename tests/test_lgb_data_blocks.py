@@ -97,3 +97,22 @@ def test_a_block_never_serves_a_set_of_the_same_columns(store, monkeypatch):
     cols = np.arange(4, 8)
     assert model_text(store, cols, monkeypatch, None, cache=True) == model_text(store, cols, monkeypatch, None,
                                                                                 cache=False)
+
+
+@pytest.mark.parametrize("change", [{"max_bins": 3}, {"min_data_per_leaf": 300}])
+def test_binning_parameters_reach_the_cache_key_by_any_name(store, monkeypatch, change):
+    """A set cached with the default binning must not be what a set asked for under an alias (``max_bins``) or
+    with another ``min_data_in_leaf`` (feature_pre_filter drops the features it leaves unsplittable) looks up:
+    LightGBM refuses such a binary (eraflow then deletes and rebuilds it, so two configurations would evict each
+    other) or loads it with the other binning. Both entries stay, and the model is the uncached one."""
+    model_text(store, None, monkeypatch, None, cache=True)
+    before = len(dataset_cache.store_entries(store))
+    params = {**PARAMS, **change}
+    assert model_text(store, None, monkeypatch, None, cache=True, params=params) == \
+        model_text(store, None, monkeypatch, None, cache=False, params=params)
+    assert len(dataset_cache.store_entries(store)) == before + 1
+
+
+def test_one_piece_parameters_by_any_name():
+    assert column_blocks(lgb_data.BLOCK_CELLS, 30, {"linear_trees": True}) == [slice(0, 30)]
+    assert column_blocks(lgb_data.BLOCK_CELLS, 30, {"monotone_constraint": [1] * 30}) == [slice(0, 30)]

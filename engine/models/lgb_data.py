@@ -43,14 +43,28 @@ lgb.register_logger(LOGGER)
 
 KEY_VERSION = 2  # 2: labels left out of the binary and the key (one entry serves every target)
 BLOCK_CELLS = 1 << 29  # rows × features binned at once: 512 MiB while binning, 256 MiB once merged
-# Parameters a column block cannot take: lists or files per feature, and linear trees (LightGBM's merge
-# leaves their raw values in the wrong order when sparse features share a group).
-ONE_PIECE_PARAMS = frozenset({
-    "max_bin_by_feature", "monotone_constraints", "monotone_constraint", "monotonic_cst", "mc", "feature_contri",
-    "feature_contrib", "fc", "fp", "feature_penalty", "forcedbins_filename", "categorical_feature", "cat_feature",
-    "categorical_column", "cat_column", "categorical_features", "linear_tree", "linear_trees"})
+# Parameters (LightGBM's main names) a column block cannot take: lists or files per feature, and linear
+# trees (LightGBM's merge leaves their raw values in the wrong order when sparse features share a group).
+ONE_PIECE_PARAMS = frozenset({"max_bin_by_feature", "monotone_constraints", "feature_contri", "forcedbins_filename",
+                              "categorical_feature", "linear_tree"})
+# Parameters (main names) that change what a constructed Dataset holds: part of its cache key.
+# min_data_in_leaf: with feature_pre_filter (the default) features it leaves unsplittable are dropped.
 BINNING_PARAMS = ("max_bin", "min_data_in_bin", "bin_construct_sample_cnt", "data_random_seed",
-                  "feature_pre_filter", "use_missing", "zero_as_missing", "linear_tree", "max_bin_by_feature")
+                  "feature_pre_filter", "use_missing", "zero_as_missing", "linear_tree", "max_bin_by_feature",
+                  "min_data_in_leaf", "enable_bundle", "is_enable_sparse")
+
+
+@functools.cache
+def lightgbm_names() -> dict[str, str]:
+    """LightGBM's parameter names and aliases → the main name (``subsample`` → ``bagging_fraction``)."""
+    table = lgb.basic._ConfigAliases._get_all_param_aliases()
+    return {alias: main for main, aliases in table.items() for alias in (main, *aliases)}
+
+
+def main_names(params: dict) -> dict:
+    """``params`` under LightGBM's main names (``max_bins`` → ``max_bin``; unknown names kept)."""
+    names = lightgbm_names()
+    return {names.get(k, k): v for k, v in params.items()}
 
 
 class StoreRows(lgb.Sequence):
@@ -86,7 +100,8 @@ class StoreRows(lgb.Sequence):
 
 def _cache_key(store: EraStore, runs, cols, params: dict, names_from: int = 0) -> str:
     """``names_from``: the number in the first feature's name (``Column_<n>``), a block's place in its set."""
-    binning = {k: params[k] for k in BINNING_PARAMS if k in params}
+    main = main_names(params)
+    binning = {k: main[k] for k in BINNING_PARAMS if k in main}
     record = {"version": KEY_VERSION, "store": store.fingerprint, "runs": runs,
               "cols": None if cols is None else list(map(int, cols)), "binning": binning, "lightgbm": lgb.__version__}
     if names_from:
@@ -128,7 +143,7 @@ def _save_cached(store: EraStore, key: str, dataset: lgb.Dataset, record: dict) 
 def column_blocks(n_rows: int, n_features: int, params: dict) -> list[slice]:
     """The column ranges binned one at a time: ``BLOCK_CELLS // n_rows`` features each (at least one),
     or all at once when ``params`` hold one of ``ONE_PIECE_PARAMS``."""
-    if ONE_PIECE_PARAMS.intersection(params):
+    if ONE_PIECE_PARAMS.intersection(main_names(params)):
         return [slice(0, n_features)]
     width = max(1, BLOCK_CELLS // max(n_rows, 1))
     return [slice(lo, min(lo + width, n_features)) for lo in range(0, n_features, width)] or [slice(0, 0)]

@@ -13,7 +13,6 @@ each step comes from predicting the training eras from the store a block of whol
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 
 import lightgbm as lgb
@@ -35,7 +34,7 @@ from .era_boost import (
     without_era_boost,
 )
 from .kind import FitData, Tracker
-from .lgb_data import predict_codes, store_dataset
+from .lgb_data import lightgbm_names, predict_codes, store_dataset
 from .lgb_errors import lightgbm_errors, lightgbm_failures, lightgbm_stderr_closed, predict_params
 from .model_files import check_model_text, damaged_file, missing_file
 from .opencl import cuda_device_name, lightgbm_opencl_device
@@ -53,13 +52,6 @@ def era_corr_metric(target: np.ndarray, offsets: np.ndarray):
     def era_corr(preds, _dataset):
         return "era_corr", float(np.nanmean(numerai_corr(preds, target, offsets))), True
     return era_corr
-
-
-@cache
-def lightgbm_names() -> dict[str, str]:
-    """LightGBM's parameter names and aliases → the main name (``subsample`` → ``bagging_fraction``)."""
-    table = lgb.basic._ConfigAliases._get_all_param_aliases()
-    return {alias: main for main, aliases in table.items() for alias in (main, *aliases)}
 
 
 def unknown_lightgbm(kind: str, params: dict) -> None:
