@@ -16,7 +16,8 @@ from eraflow.engine.atomic import atomic_write_parquet
 from eraflow.engine.cluster.client import check_store_visible, open_client
 from eraflow.engine.evaluation.evaluate import EvaluateOptions, evaluate_predictions, evaluation_run
 from eraflow.engine.evaluation.ledger import record_run
-from eraflow.engine.evaluation.predictions import align_predictions, write_predictions
+from eraflow.engine.evaluation.prediction_writer import write_predictions
+from eraflow.engine.evaluation.predictions import align_predictions
 from eraflow.engine.evaluation.scoring import (
     ScoreOptions,
     check_portfolio_files,

@@ -377,7 +377,7 @@ def test_reference_files_may_hold_ids_the_store_lacks(store_path, preds, benchma
 def test_evaluating_eras_the_model_saw_is_said(store_path, tmp_path):
     """model.json records the eras each target trained on and stopped early on; evaluate --model
     warns when the evaluated eras include them, and the report's provenance says so."""
-    from eraflow.engine.evaluation.predictions import write_predictions
+    from eraflow.engine.evaluation.prediction_writer import write_predictions
     from eraflow.engine.models.predict import load_model, predict_table
     from eraflow.engine.models.train import TrainConfig, train_models
 

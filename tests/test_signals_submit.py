@@ -24,7 +24,7 @@ from numerai_tools.submissions import (
 
 from eraflow.cli import cli
 from eraflow.engine.errors import InputError
-from eraflow.engine.evaluation.predictions import write_predictions
+from eraflow.engine.evaluation.prediction_writer import write_predictions
 from eraflow.engine.numerai.numerai import check_signals_client, numerai_client, submit_signals
 from eraflow.engine.signals import submission as submission_module
 from eraflow.engine.signals.submission import (

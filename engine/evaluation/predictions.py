@@ -23,7 +23,6 @@ from ..data.sources import is_parquet, is_text, open_parquet
 from ..data.store import EraStore, era_rows
 from ..errors import InputError
 from ..signals.aligned import key_columns, keyed_ids, store_keys
-from .prediction_writer import write_predictions as write_predictions  # where callers have imported it from
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -168,12 +168,12 @@ def store_dataset(store: EraStore, era_index: np.ndarray, cols: Seq[int] | None,
     n_features = len(store.feature_names) if cols is None else len(cols)
     blocks = column_blocks(n_rows, n_features, params)
     if len(blocks) == 1:
-        return _block_dataset(store, era_index, runs, cols, params, cache).set_label(label)
+        return _block_dataset(store, era_index, runs, cols, ds_params, cache).set_label(label)
     block_cols = np.arange(n_features) if cols is None else cols
     sample = functools.cache(lambda: _sample_codes(store, runs, cols, ds_params, n_rows))  # read if a block is built
     dataset = None
     for block in blocks:
-        part = _block_dataset(store, era_index, runs, block_cols[block], params, cache, block, sample)
+        part = _block_dataset(store, era_index, runs, block_cols[block], ds_params, cache, block, sample)
         dataset = part if dataset is None else dataset.add_features_from(part)
         del part  # its bins and push buffers go; `dataset` keeps a compact copy
     return dataset.set_label(label)
@@ -185,14 +185,13 @@ def _sample_codes(store: EraStore, runs, cols, ds_params: dict, n_rows: int) -> 
     return sample_codes(seqs, StoreDataset(seqs, params=ds_params)._create_sample_indices(total_nrow=n_rows))
 
 
-def _block_dataset(store: EraStore, era_index: np.ndarray, runs, cols, params: dict, cache: bool,
+def _block_dataset(store: EraStore, era_index: np.ndarray, runs, cols, ds_params: dict, cache: bool,
                    block: slice | None = None, sample=None) -> lgb.Dataset:
     """The Dataset (no labels) of the columns ``cols``, from the cache or built (and cached). A block
     of a larger set names its features by their place in the set, as LightGBM's own names do, and
     bins from the set's ``sample()``."""
     n_rows = sum(hi - lo for lo, hi in runs)
     n_features = len(store.feature_names) if cols is None else len(cols)
-    ds_params = {**params, "verbose": -1}
     names = None if block is None else [f"Column_{j}" for j in range(block.start, block.stop)]
 
     def build() -> lgb.Dataset:
@@ -200,7 +199,7 @@ def _block_dataset(store: EraStore, era_index: np.ndarray, runs, cols, params: d
 
     if not cache:
         return build()
-    key = _cache_key(store, runs, cols, params, 0 if block is None else block.start)
+    key = _cache_key(store, runs, cols, ds_params, 0 if block is None else block.start)
     dataset = _load_cached(store, key, n_rows, n_features, ds_params)
     if dataset is None:
         dataset = build()

@@ -42,7 +42,7 @@ from ..errors import InputError
 from ..evaluation.churn import RECENT, ChurnReport, churn_report, read_churn_submission
 from ..evaluation.evaluate import EvaluateOptions, evaluate_predictions, evaluation_run
 from ..evaluation.ledger import record_run
-from ..evaluation.predictions import write_predictions
+from ..evaluation.prediction_writer import write_predictions
 from ..evaluation.report import write_report
 from ..models.kind import DEFAULT_KIND, TRAINABLE, get_kind
 from ..models.params import DEVICES, PRESETS, check_network_option, kind_params, with_options

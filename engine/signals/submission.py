@@ -27,6 +27,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from eraflow.kernels import rank
+
 from ..errors import InputError
 from ..evaluation.predictions import NOT_PREDICTIONS, pandas_numeric_columns, prediction_columns
 from ..numerai.submission import check_values, read_submission
@@ -161,7 +163,8 @@ def _prediction_column(frame: pd.DataFrame, column: str | None, where: str) -> s
 
 
 def percentile_ranks(values) -> np.ndarray:
-    """``(rank − 0.5) / count`` over the non-NaN values, tied values given their average rank; NaN stays NaN.
+    """:func:`eraflow.kernels.rank` of one era: ``(rank − 0.5) / count`` over the non-NaN values, tied values given
+    their average rank; NaN stays NaN.
 
     The ranks lie in (0, 1). Any array-like (ndarray, Series); float64 result.
 
@@ -170,12 +173,7 @@ def percentile_ranks(values) -> np.ndarray:
         array([0.83333333, 0.33333333, 0.33333333,        nan])
     """
     x = np.asarray(values, dtype=np.float64)
-    present = ~np.isnan(x)
-    _, inverse, counts = np.unique(x[present], return_inverse=True, return_counts=True)
-    before = np.cumsum(counts) - counts  # values below each distinct value
-    out = np.full(x.shape, np.nan)
-    out[present] = (before[inverse] + (counts[inverse] + 1) / 2 - 0.5) / present.sum()
-    return out
+    return rank(x, np.array([0, len(x)]), backend="numpy")  # one era: NumPy, no numba start
 
 
 class LatestEra(NamedTuple):
